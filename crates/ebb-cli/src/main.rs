@@ -1,1 +1,75 @@
-fn main() {}
+//! The `ebb` binary: parses the command line and hands each verb to its module in
+//! [`commands`]. The work itself lives in the library crates.
+//!
+//! Exit codes: 0 success, 1 the command ran and found problems (or failed), 2 usage error.
+
+mod commands;
+mod project_dir;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  ebb init my-project        create a project with a working example
+  ebb check my-project       validate every file and reference in it
+  ebb help check             more about one command
+
+Docs: docs/project-format.md describes every file of a project.";
+
+/// ebb moves data between your warehouse and the tools your teams use: reverse ETL from
+/// SQL models to SaaS APIs, and change data capture from PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebb",
+    version,
+    about = "ebb moves data between your warehouse and the tools your teams use: reverse ETL \
+             from SQL models to SaaS APIs, and change data capture from PostgreSQL.",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new project, with a working example of every part.
+    Init(commands::init::Args),
+    /// Validate a project: every file, every field, every reference between them.
+    Check(commands::check::Args),
+}
+
+/// What a command tells the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Problems,
+    Usage,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        match o {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::Problems => ExitCode::from(1),
+            Outcome::Usage => ExitCode::from(2),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => commands::init::run(args),
+        Command::Check(args) => commands::check::run(args),
+    };
+    match result {
+        Ok(outcome) => outcome.into(),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -15,7 +15,7 @@ pub struct ModelConfig {
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
-    pub materialized: Option<Materialized>,
+    pub materialized: Option<Spanned<Materialized>>,
     #[serde(default)]
     pub warehouse: Option<Spanned<String>>,
     #[serde(default)]

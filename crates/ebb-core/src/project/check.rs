@@ -438,17 +438,18 @@ impl Checker<'_> {
             .zip(warehouse_name)
             .and_then(|(p, w)| p.warehouses.get(w))
             .map(|w| &w.value);
-        match (config.materialized, warehouse) {
+        let materialized_pos = config.materialized.as_ref().map(|m| m.pos);
+        match (config.materialized.as_ref().map(|m| m.value), warehouse) {
             (Some(Materialized::Table), Some(WarehouseConfig::Lake { .. })) => self.error(
                 file,
-                None,
+                materialized_pos,
                 "materialized",
                 format!("model \"{model}\" is materialized as a table, but its warehouse is a lake"),
                 Some("use `materialized: parquet` on a lake, or put the model on a postgres warehouse".into()),
             ),
             (Some(Materialized::Parquet), Some(WarehouseConfig::Postgres { .. })) => self.error(
                 file,
-                None,
+                materialized_pos,
                 "materialized",
                 format!("model \"{model}\" is materialized as parquet, but its warehouse is postgres"),
                 Some("use `materialized: table` or `view` on postgres".into()),

@@ -133,6 +133,7 @@ impl Loaded {
 /// Parses and checks every file of a project.
 pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
     let mut diags = Vec::new();
+    let mut secret_lines: Vec<(PathBuf, Vec<u32>)> = Vec::new();
     let mut project = Project {
         root: source.root.clone(),
         config: None,
@@ -149,7 +150,9 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
         .iter()
         .find(|f| f.path == Path::new("ebb.yml") || f.path == Path::new("ebb.yaml"));
     match main {
-        Some(f) => project.config = parse_file::<ProjectConfig>(f, env, &mut diags),
+        Some(f) => {
+            project.config = parse_file::<ProjectConfig>(f, env, &mut diags, &mut secret_lines)
+        }
         None => diags.push(
             Diagnostic::error(PROJECT_FILE, None, "this folder has no ebb.yml").help(
                 "run `ebb init` to create a project, or point ebb at the folder that holds ebb.yml",
@@ -191,7 +194,9 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
             }
             (Some("models"), "yml" | "yaml") => model_yml.push(f),
             (Some("syncs"), _) => {
-                if let Some(config) = parse_file::<SyncConfig>(f, env, &mut diags) {
+                if let Some(config) =
+                    parse_file::<SyncConfig>(f, env, &mut diags, &mut secret_lines)
+                {
                     project.syncs.push(Sync {
                         name: stem,
                         path: f.path.clone(),
@@ -200,7 +205,8 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
                 }
             }
             (Some("metrics"), _) => {
-                if let Some(file) = parse_file::<MetricsFile>(f, env, &mut diags) {
+                if let Some(file) = parse_file::<MetricsFile>(f, env, &mut diags, &mut secret_lines)
+                {
                     project.metrics.push(MetricsDoc {
                         path: f.path.clone(),
                         file,
@@ -208,7 +214,9 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
                 }
             }
             (Some("identity"), _) => {
-                if let Some(config) = parse_file::<IdentityConfig>(f, env, &mut diags) {
+                if let Some(config) =
+                    parse_file::<IdentityConfig>(f, env, &mut diags, &mut secret_lines)
+                {
                     project.identities.push(Identity {
                         name: stem,
                         path: f.path.clone(),
@@ -221,7 +229,7 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
     }
     for f in model_yml {
         let sql_path = f.path.with_extension("sql");
-        let config = parse_file::<ModelConfig>(f, env, &mut diags);
+        let config = parse_file::<ModelConfig>(f, env, &mut diags, &mut secret_lines);
         match project.models.iter_mut().find(|m| m.sql_path == sql_path) {
             Some(model) => {
                 model.config_path = Some(f.path.clone());
@@ -248,6 +256,16 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
 
     check::check(&project, source, &mut diags);
 
+    // A line that holds a plain-text secret is never shown, whatever the problem on it.
+    for d in &mut diags {
+        let hidden = secret_lines
+            .iter()
+            .any(|(file, lines)| *file == d.file && d.pos.is_some_and(|p| lines.contains(&p.line)));
+        if hidden {
+            d.source_line = None;
+        }
+    }
+
     diags.sort_by(|a, b| (&a.file, a.pos, a.severity).cmp(&(&b.file, b.pos, b.severity)));
     diags.dedup();
     Loaded {
@@ -261,6 +279,7 @@ fn parse_file<T: serde::de::DeserializeOwned>(
     file: &SourceFile,
     env: &dyn Env,
     diags: &mut Vec<Diagnostic>,
+    secret_lines: &mut Vec<(PathBuf, Vec<u32>)>,
 ) -> Option<T> {
     let tree = match yaml::parse(&file.text) {
         Ok(tree) => tree,
@@ -278,8 +297,8 @@ fn parse_file<T: serde::de::DeserializeOwned>(
             return None;
         }
     };
-    let (value, problems) = yaml::from_node::<T>(&tree, env);
-    for p in problems {
+    let parsed = yaml::from_node::<T>(&tree, env);
+    for p in parsed.problems {
         let d = Diagnostic {
             severity: p.severity,
             file: file.path.clone(),
@@ -291,5 +310,11 @@ fn parse_file<T: serde::de::DeserializeOwned>(
         };
         diags.push(d.field(p.path).with_source(&file.text));
     }
-    value
+    if !parsed.secret_lines.is_empty() {
+        secret_lines.push((file.path.clone(), parsed.secret_lines));
+    }
+    parsed.value
 }
+
+#[cfg(test)]
+mod tests;

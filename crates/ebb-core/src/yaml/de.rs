@@ -70,9 +70,20 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
     }
 }
 
+/// What [`from_node`] found in a document.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    /// The value, if it could be built despite the problems.
+    pub value: Option<T>,
+    /// Every problem, sorted by position.
+    pub problems: Vec<Problem>,
+    /// Lines that hold a secret written in plain text: never show them.
+    pub secret_lines: Vec<u32>,
+}
+
 /// Deserializes `T` from a document, returning the value (if it could be built) and every
-/// problem found, sorted by position.
-pub fn from_node<T: DeserializeOwned>(root: &Node, env: &dyn Env) -> (Option<T>, Vec<Problem>) {
+/// problem found.
+pub fn from_node<T: DeserializeOwned>(root: &Node, env: &dyn Env) -> Parsed<T> {
     let mut tree = root.clone();
     let mut problems: Vec<Problem> = Vec::new();
     // (mapping, key) pairs whose absence is already explained: pruned after an error, or
@@ -87,14 +98,17 @@ pub fn from_node<T: DeserializeOwned>(root: &Node, env: &dyn Env) -> (Option<T>,
         }
     };
     let mut value = None;
+    let mut secret_lines = Vec::new();
     // Every round prunes at least one node, so this ends; the bound is a safety net.
     for _ in 0..1024 {
         let ctx = Ctx {
             env,
             problems: RefCell::new(Vec::new()),
             suggested: RefCell::new(Vec::new()),
+            secret_lines: RefCell::new(Vec::new()),
         };
         let result = T::deserialize(De::new(&tree, String::new(), &ctx));
+        secret_lines.extend(ctx.secret_lines.into_inner());
         for p in ctx.problems.into_inner() {
             push(&mut problems, p);
         }
@@ -126,7 +140,13 @@ pub fn from_node<T: DeserializeOwned>(root: &Node, env: &dyn Env) -> (Option<T>,
         }
     }
     problems.sort_by_key(|p| p.pos);
-    (value, problems)
+    secret_lines.sort_unstable();
+    secret_lines.dedup();
+    Parsed {
+        value,
+        problems,
+        secret_lines,
+    }
 }
 
 struct Ctx<'a> {
@@ -134,6 +154,8 @@ struct Ctx<'a> {
     problems: RefCell<Vec<Problem>>,
     /// (mapping id, field) for each "did you mean" given for a misspelled key.
     suggested: RefCell<Vec<(u32, String)>>,
+    /// Lines of secrets written in plain text.
+    secret_lines: RefCell<Vec<u32>>,
 }
 
 /// The error type of this deserializer. Carries where it happened once known.
@@ -654,6 +676,7 @@ impl<'a> de::Deserializer<'a> for De<'a> {
             && !self.node.is_null()
             && !text.contains("${")
         {
+            self.ctx.secret_lines.borrow_mut().push(self.node.pos.line);
             self.ctx.problems.borrow_mut().push(Problem {
                 pos: self.node.pos,
                 path: self.path.clone(),
@@ -974,7 +997,8 @@ mod tests {
     }
 
     fn load<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
-        from_node(&parse(text).unwrap(), &no_env)
+        let parsed = from_node(&parse(text).unwrap(), &no_env);
+        (parsed.value, parsed.problems)
     }
 
     #[test]

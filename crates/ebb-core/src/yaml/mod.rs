@@ -4,5 +4,5 @@
 pub mod de;
 pub mod tree;
 
-pub use de::{Env, Problem, ProcessEnv, from_node, interpolate};
+pub use de::{Env, Parsed, Problem, ProcessEnv, from_node, interpolate};
 pub use tree::{Node, Pos, SyntaxError, Value, parse};

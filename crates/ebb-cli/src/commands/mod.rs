@@ -1,0 +1,4 @@
+//! One module a verb.
+
+pub mod check;
+pub mod init;
