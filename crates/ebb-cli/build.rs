@@ -35,7 +35,12 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || name == "__pycache__" || name == "target" {
+        // Local state and model output are not part of the example.
+        if name.starts_with('.')
+            || name == "__pycache__"
+            || name == "target"
+            || name == "_ebb_models"
+        {
             continue;
         }
         if path.is_dir() {

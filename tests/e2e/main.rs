@@ -3,6 +3,7 @@
 
 mod check;
 mod init;
+mod models;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -37,7 +38,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') || name == "__pycache__" {
+        if name.to_string_lossy().starts_with('.') || name == "__pycache__" || name == "_ebb_models"
+        {
             continue;
         }
         let target = to.join(&name);

@@ -3,6 +3,17 @@
 //!
 //! Exit codes: 0 success, 1 the command ran and found problems (or failed), 2 usage error.
 
+/// `println!` that ends the program quietly when stdout is gone (`ebb ... | head`), instead
+/// of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod commands;
 mod project_dir;
 
@@ -39,6 +50,8 @@ enum Command {
     Init(commands::init::Args),
     /// Validate a project: every file, every field, every reference between them.
     Check(commands::check::Args),
+    /// Run, compile, show and test the project's SQL models.
+    Models(commands::models::Args),
 }
 
 /// What a command tells the shell.
@@ -64,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => commands::init::run(args),
         Command::Check(args) => commands::check::run(args),
+        Command::Models(args) => commands::models::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

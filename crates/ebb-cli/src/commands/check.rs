@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<Outcome> {
 
 fn print_text(loaded: &Loaded, dir: &std::path::Path) {
     for d in &loaded.diagnostics {
-        println!("{d}\n");
+        say!("{d}\n");
     }
     let p = &loaded.project;
     let name = p
@@ -75,7 +75,7 @@ fn print_text(loaded: &Loaded, dir: &std::path::Path) {
         .map_or("project".to_string(), |c| c.name.value.clone());
     let semantic: usize = p.metrics.iter().map(|m| m.file.semantic_models.len()).sum();
     let metrics: usize = p.metrics.iter().map(|m| m.file.metrics.len()).sum();
-    println!(
+    say!(
         "{name} ({}): {} models, {} syncs, {} semantic models, {} metrics, {} identity spaces",
         dir.display(),
         p.models.len(),
@@ -86,11 +86,11 @@ fn print_text(loaded: &Loaded, dir: &std::path::Path) {
     );
     let (errors, warnings) = (loaded.errors(), loaded.warnings());
     if errors == 0 && warnings == 0 {
-        println!("no problems found");
+        say!("no problems found");
     } else {
         let files: std::collections::BTreeSet<_> =
             loaded.diagnostics.iter().map(|d| &d.file).collect();
-        println!(
+        say!(
             "{errors} error{}, {warnings} warning{} in {} file{}",
             plural(errors),
             plural(warnings),
@@ -112,7 +112,7 @@ fn print_json(loaded: &Loaded) {
         "warnings": loaded.warnings(),
         "diagnostics": diagnostics,
     });
-    println!("{out:#}");
+    say!("{out:#}");
 }
 
 fn to_json(d: &Diagnostic) -> serde_json::Value {

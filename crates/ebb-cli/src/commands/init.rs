@@ -62,7 +62,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         return Ok(Outcome::Problems);
     }
     write_project(&args.dir, &name)?;
-    println!(
+    say!(
         "Created ebb project \"{name}\" in {} ({} files).\n\nNext steps:\n  ebb check {}          validate it\n  open {}/ebb.yml       warehouses, sources, destinations\n  docs/project-format.md describes every file",
         args.dir.display(),
         EXAMPLE_FILES.len() + 1,

@@ -1,0 +1,1 @@
+//! Integration tests of ebb-warehouse (being written).
