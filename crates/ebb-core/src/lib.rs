@@ -11,10 +11,13 @@
 //!   identity. Each struct denies unknown fields.
 //! - [`project`]: loading a whole project from its files' text, and the checks across files
 //!   (unknown `ref()`, missing destinations, duplicate names, cycles).
+//! - [`change`]: the canonical ChangeBatch (metadata columns `_ebb_op`, `_ebb_key`,
+//!   `_ebb_seq`, `_ebb_changed`, then the entity's columns).
 //! - [`diagnostic`]: a problem with its location and fix, and how it prints.
 //! - [`Secret`], [`Spanned`]: a credential that prints as `[REDACTED]`; a value with its
 //!   position.
 
+pub mod change;
 pub mod config;
 pub mod diagnostic;
 pub mod project;

@@ -4,7 +4,10 @@
 //!
 //! # Layout
 //! - [`models`]: compile, order, run, contract-check and test a project's SQL models.
+//! - [`diff`]: the snapshot diff (canonical row hash, changes as ChangeBatches, snapshots
+//!   committed after delivery).
 
+pub mod diff;
 pub mod models;
 
 use ebb_warehouse::WarehouseError;
@@ -28,11 +31,21 @@ pub enum EngineError {
         #[source]
         source: WarehouseError,
     },
+    #[error("diff: {0}")]
+    Diff(String),
+    #[error("snapshot store: {0}")]
+    Snapshot(String),
     #[error("model \"{model}\" breaks its contract: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Contract {
         model: String,
         violations: Vec<models::Violation>,
     },
+}
+
+impl From<object_store::Error> for EngineError {
+    fn from(e: object_store::Error) -> Self {
+        EngineError::Snapshot(e.to_string())
+    }
 }
 
 impl EngineError {

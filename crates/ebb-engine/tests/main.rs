@@ -1,4 +1,5 @@
 //! Integration tests of ebb-engine, one binary with modules.
 
+mod diff;
 mod golden;
 mod models;

@@ -1,0 +1,366 @@
+//! The canonical row encoding and hash: how ebb decides that a row changed.
+//!
+//! A row's hash is `xxh3_64` (seed 0) of the concatenated encodings of its mapped columns,
+//! taken in ascending order of column name (so reordering a mapping changes nothing). Every
+//! value encodes as one tag byte and a payload; payloads are fixed-width or length-prefixed,
+//! so no two different rows share an encoding. The encoding depends only on values, never on
+//! the machine, the run or the engine that produced them:
+//!
+//! | tag | value | payload |
+//! |---|---|---|
+//! | 0 | NULL (of any type) | none — so NULL differs from `''` and from 0 |
+//! | 1 | boolean | 1 byte, 0 or 1 |
+//! | 2 | integer of any width, signed or not | the value as i128, big-endian (`int4 7` = `int8 7`) |
+//! | 3 | float32/float64 | the f64 bits, big-endian; `-0.0` is written as `0.0`, every NaN as one NaN |
+//! | 4 | decimal | scale (i8) then the unscaled value as i128, big-endian: `1.10` ≠ `1.1` |
+//! | 5 | text (any string layout) | u32 byte length, big-endian, then UTF-8 bytes |
+//! | 6 | binary | u32 length, then bytes |
+//! | 7 | date | days since 1970-01-01 as i32, big-endian |
+//! | 8 | timestamp (any unit, any zone) | nanoseconds since the epoch, UTC, as i128; a timestamp without zone is read as UTC |
+//! | 9 | time of day | nanoseconds since midnight as i64 |
+//! | 11 | list | u32 element count, then each element |
+//! | 12 | struct | each field in order |
+//! | 254 | anything else (intervals, maps, ...) | u32 length, then Arrow's display text |
+//!
+//! Dictionary-encoded values encode as their dictionary value. Keys (`_ebb_key`) use the
+//! text form described in `ebb_core::change::Key`.
+
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder, UInt64Array};
+use arrow::datatypes::{
+    DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type, Float64Type,
+    Int8Type, Int16Type, Int32Type, Int64Type, Time32MillisecondType, Time32SecondType,
+    Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow::error::ArrowError;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+const NULL: u8 = 0;
+const BOOL: u8 = 1;
+const INT: u8 = 2;
+const FLOAT: u8 = 3;
+const DECIMAL: u8 = 4;
+const TEXT: u8 = 5;
+const BINARY: u8 = 6;
+const DATE: u8 = 7;
+const TIMESTAMP: u8 = 8;
+const TIME: u8 = 9;
+const LIST: u8 = 11;
+const STRUCT: u8 = 12;
+const OTHER: u8 = 254;
+
+/// Appends the canonical encoding of `array[row]` to `out`.
+pub fn encode_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+    if array.is_null(row) {
+        out.push(NULL);
+        return Ok(());
+    }
+    macro_rules! int {
+        ($t:ty) => {{
+            out.push(INT);
+            out.extend_from_slice(&(array.as_primitive::<$t>().value(row) as i128).to_be_bytes());
+        }};
+    }
+    match array.data_type() {
+        DataType::Null => out.push(NULL),
+        DataType::Boolean => {
+            out.push(BOOL);
+            out.push(u8::from(array.as_boolean().value(row)));
+        }
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Float16 => float(
+            f64::from(array.as_primitive::<Float16Type>().value(row)),
+            out,
+        ),
+        DataType::Float32 => float(
+            f64::from(array.as_primitive::<Float32Type>().value(row)),
+            out,
+        ),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row), out),
+        DataType::Decimal128(_, scale) => {
+            out.push(DECIMAL);
+            out.push(*scale as u8);
+            out.extend_from_slice(
+                &array
+                    .as_primitive::<Decimal128Type>()
+                    .value(row)
+                    .to_be_bytes(),
+            );
+        }
+        DataType::Utf8 => text(array.as_string::<i32>().value(row).as_bytes(), TEXT, out),
+        DataType::LargeUtf8 => text(array.as_string::<i64>().value(row).as_bytes(), TEXT, out),
+        DataType::Utf8View => text(array.as_string_view().value(row).as_bytes(), TEXT, out),
+        DataType::Binary => text(array.as_binary::<i32>().value(row), BINARY, out),
+        DataType::LargeBinary => text(array.as_binary::<i64>().value(row), BINARY, out),
+        DataType::BinaryView => text(array.as_binary_view().value(row), BINARY, out),
+        DataType::FixedSizeBinary(_) => text(array.as_fixed_size_binary().value(row), BINARY, out),
+        DataType::Date32 => {
+            out.push(DATE);
+            out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_be_bytes());
+        }
+        DataType::Date64 => {
+            out.push(DATE);
+            let days = array
+                .as_primitive::<Date64Type>()
+                .value(row)
+                .div_euclid(86_400_000);
+            out.extend_from_slice(&(days as i32).to_be_bytes());
+        }
+        DataType::Timestamp(unit, _) => {
+            let nanos: i128 = match unit {
+                TimeUnit::Second => {
+                    array.as_primitive::<TimestampSecondType>().value(row) as i128 * 1_000_000_000
+                }
+                TimeUnit::Millisecond => {
+                    array.as_primitive::<TimestampMillisecondType>().value(row) as i128 * 1_000_000
+                }
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row) as i128 * 1_000
+                }
+                TimeUnit::Nanosecond => {
+                    array.as_primitive::<TimestampNanosecondType>().value(row) as i128
+                }
+            };
+            out.push(TIMESTAMP);
+            out.extend_from_slice(&nanos.to_be_bytes());
+        }
+        DataType::Time32(unit) => {
+            let nanos: i64 = match unit {
+                TimeUnit::Second => {
+                    i64::from(array.as_primitive::<Time32SecondType>().value(row)) * 1_000_000_000
+                }
+                _ => {
+                    i64::from(array.as_primitive::<Time32MillisecondType>().value(row)) * 1_000_000
+                }
+            };
+            out.push(TIME);
+            out.extend_from_slice(&nanos.to_be_bytes());
+        }
+        DataType::Time64(unit) => {
+            let nanos = match unit {
+                TimeUnit::Nanosecond => array.as_primitive::<Time64NanosecondType>().value(row),
+                _ => array.as_primitive::<Time64MicrosecondType>().value(row) * 1_000,
+            };
+            out.push(TIME);
+            out.extend_from_slice(&nanos.to_be_bytes());
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let values: ArrayRef = match array.data_type() {
+                DataType::List(_) => array.as_list::<i32>().value(row),
+                DataType::LargeList(_) => array.as_list::<i64>().value(row),
+                _ => array.as_fixed_size_list().value(row),
+            };
+            out.push(LIST);
+            out.extend_from_slice(&(values.len() as u32).to_be_bytes());
+            for i in 0..values.len() {
+                encode_value(values.as_ref(), i, out)?;
+            }
+        }
+        DataType::Struct(_) => {
+            out.push(STRUCT);
+            for child in array.as_struct().columns() {
+                encode_value(child.as_ref(), row, out)?;
+            }
+        }
+        DataType::Dictionary(_, _) => {
+            let dict = array.as_any_dictionary();
+            let key = dict.normalized_keys()[row];
+            encode_value(dict.values().as_ref(), key, out)?;
+        }
+        _ => {
+            let formatter = ArrayFormatter::try_new(array, &FormatOptions::default())?;
+            text(formatter.value(row).to_string().as_bytes(), OTHER, out);
+        }
+    }
+    Ok(())
+}
+
+fn float(v: f64, out: &mut Vec<u8>) {
+    let v = if v == 0.0 {
+        0.0
+    } else if v.is_nan() {
+        f64::NAN
+    } else {
+        v
+    };
+    let bits = if v.is_nan() {
+        0x7ff8_0000_0000_0000
+    } else {
+        v.to_bits()
+    };
+    out.push(FLOAT);
+    out.extend_from_slice(&bits.to_be_bytes());
+}
+
+fn text(bytes: &[u8], tag: u8, out: &mut Vec<u8>) {
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The canonical hash of each row over `columns` (given in canonical order: ascending name).
+pub fn row_hashes(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, ArrowError> {
+    let mut buf = Vec::with_capacity(256);
+    let mut hashes = Vec::with_capacity(rows);
+    for row in 0..rows {
+        buf.clear();
+        for col in columns {
+            encode_value(*col, row, &mut buf)?;
+        }
+        hashes.push(xxhash_rust::xxh3::xxh3_64(&buf));
+    }
+    Ok(UInt64Array::from(hashes))
+}
+
+/// Whether two values encode the same (the test `_ebb_changed` uses per column).
+pub fn same_value(a: &dyn Array, ai: usize, b: &dyn Array, bi: usize) -> Result<bool, ArrowError> {
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    encode_value(a, ai, &mut x)?;
+    encode_value(b, bi, &mut y)?;
+    Ok(x == y)
+}
+
+/// The `_ebb_key` text of each row: one column's display text, or a JSON array of several
+/// columns' values (numbers as JSON numbers, everything else as strings). A row with a NULL
+/// key part gets a NULL key.
+pub fn key_strings(columns: &[&dyn Array], rows: usize) -> Result<StringArray, ArrowError> {
+    let options = FormatOptions::default();
+    let formatters = columns
+        .iter()
+        .map(|c| ArrayFormatter::try_new(*c, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let numeric: Vec<bool> = columns
+        .iter()
+        .map(|c| {
+            c.data_type().is_integer()
+                || c.data_type().is_floating()
+                || matches!(c.data_type(), DataType::Decimal128(..))
+        })
+        .collect();
+    let mut out = StringBuilder::with_capacity(rows, rows * 8);
+    for row in 0..rows {
+        if columns.iter().any(|c| c.is_null(row)) {
+            out.append_null();
+            continue;
+        }
+        if columns.len() == 1 {
+            out.append_value(formatters[0].value(row).to_string());
+            continue;
+        }
+        let parts: Vec<serde_json::Value> = formatters
+            .iter()
+            .zip(&numeric)
+            .map(|(f, is_num)| {
+                let text = f.value(row).to_string();
+                if *is_num && let Ok(n) = text.parse::<serde_json::Number>() {
+                    return serde_json::Value::Number(n);
+                }
+                serde_json::Value::String(text)
+            })
+            .collect();
+        out.append_value(serde_json::Value::Array(parts).to_string());
+    }
+    Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{
+        Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray,
+        TimestampMicrosecondArray, TimestampNanosecondArray,
+    };
+
+    use super::*;
+
+    fn enc(a: &dyn Array, row: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_value(a, row, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn null_differs_from_empty_string_and_zero() {
+        let s = StringArray::from(vec![None, Some("")]);
+        let i = Int64Array::from(vec![0]);
+        assert_ne!(enc(&s, 0), enc(&s, 1));
+        assert_ne!(enc(&s, 0), enc(&i, 0));
+    }
+
+    #[test]
+    fn integer_widths_and_timestamp_units_agree() {
+        assert_eq!(
+            enc(&Int32Array::from(vec![7]), 0),
+            enc(&Int64Array::from(vec![7]), 0)
+        );
+        let micros =
+            TimestampMicrosecondArray::from(vec![1_700_000_000_000_000]).with_timezone("UTC");
+        let nanos = TimestampNanosecondArray::from(vec![1_700_000_000_000_000_000]);
+        assert_eq!(enc(&micros, 0), enc(&nanos, 0));
+    }
+
+    #[test]
+    fn floats_are_canonical_and_decimals_keep_scale() {
+        let f = Float64Array::from(vec![0.0, -0.0, f64::NAN, -f64::NAN]);
+        assert_eq!(enc(&f, 0), enc(&f, 1));
+        assert_eq!(enc(&f, 2), enc(&f, 3));
+        let a = Decimal128Array::from(vec![110])
+            .with_precision_and_scale(10, 2)
+            .unwrap();
+        let b = Decimal128Array::from(vec![11])
+            .with_precision_and_scale(10, 1)
+            .unwrap();
+        assert_ne!(enc(&a, 0), enc(&b, 0));
+    }
+
+    #[test]
+    fn adjacent_strings_cannot_collide() {
+        let a = StringArray::from(vec!["ab", "c"]);
+        let b = StringArray::from(vec!["a", "bc"]);
+        let h1 = row_hashes(&[&a, &b], 2).unwrap();
+        // Row 0: ("ab","a"); row 1: ("c","bc"). Swapping the split must change the hash.
+        let x = StringArray::from(vec!["a"]);
+        let y = StringArray::from(vec!["ba"]);
+        let h2 = row_hashes(&[&x, &y], 1).unwrap();
+        assert_ne!(h1.value(0), h2.value(0));
+    }
+
+    #[test]
+    fn the_hash_is_fixed_across_machines_and_releases() {
+        // Pinned values: changing the encoding would make every sync resend every row.
+        let id = Int64Array::from(vec![42]);
+        let name = StringArray::from(vec![Some("Zoë")]);
+        let h = row_hashes(&[&id, &name], 1).unwrap();
+        assert_eq!(h.value(0), pinned_hash());
+        assert_eq!(h.value(0), 14_484_185_655_233_305_904);
+    }
+
+    /// xxh3_64 of [2, 0x00.. 42 as i128 BE, 5, 0,0,0,4, "Zoë" as UTF-8].
+    fn pinned_hash() -> u64 {
+        let mut bytes = vec![INT];
+        bytes.extend_from_slice(&42i128.to_be_bytes());
+        bytes.push(TEXT);
+        bytes.extend_from_slice(&4u32.to_be_bytes());
+        bytes.extend_from_slice("Zoë".as_bytes());
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    #[test]
+    fn keys_are_text_or_json_arrays() {
+        let org = StringArray::from(vec![Some("acme"), None]);
+        let id = Int64Array::from(vec![1, 2]);
+        let single = key_strings(&[&id], 2).unwrap();
+        assert_eq!(single.value(0), "1");
+        let composite = key_strings(&[&org, &id], 2).unwrap();
+        assert_eq!(composite.value(0), "[\"acme\",1]");
+        assert!(composite.is_null(1));
+    }
+}
