@@ -1,6 +1,7 @@
 //! End-to-end tests of the `ebb` binary, run as a user would run it: a real process, real
 //! files, exit codes and printed output.
 
+mod cdc;
 mod check;
 mod init;
 mod models;

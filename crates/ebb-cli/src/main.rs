@@ -52,6 +52,8 @@ enum Command {
     Check(commands::check::Args),
     /// Run, compile, show and test the project's SQL models.
     Models(commands::models::Args),
+    /// Change data capture: run, inspect and drop PostgreSQL CDC pipelines.
+    Cdc(commands::cdc::Args),
 }
 
 /// What a command tells the shell.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Init(args) => commands::init::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Models(args) => commands::models::run(args),
+        Command::Cdc(args) => commands::cdc::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

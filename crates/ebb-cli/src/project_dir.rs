@@ -88,7 +88,7 @@ fn walk(root: &Path, rel: &Path, source: &mut ProjectSource, problems: &mut Vec<
             let top = rel_path.components().next().map(|c| c.as_os_str());
             if matches!(
                 top.and_then(|t| t.to_str()),
-                Some("models" | "syncs" | "metrics" | "identity")
+                Some("models" | "syncs" | "metrics" | "identity" | "pipelines")
             ) {
                 walk(root, &rel_path, source, problems);
             }

@@ -1,5 +1,6 @@
 //! One module a verb.
 
+pub mod cdc;
 pub mod check;
 pub mod init;
 pub mod models;

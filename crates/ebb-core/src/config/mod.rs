@@ -6,6 +6,7 @@ mod common;
 pub mod identity;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod project;
 pub mod sync;
 

@@ -36,6 +36,7 @@ pub(super) fn check(project: &Project, source: &ProjectSource, diags: &mut Vec<D
     c.syncs();
     c.metrics();
     c.identities();
+    c.pipelines();
 }
 
 /// "did you mean" help for a name that is not among `known`, or the list to choose from.
@@ -1115,6 +1116,46 @@ impl Checker<'_> {
         }
     }
 
+    /// CDC pipelines: file names, each file's own rules, and slots that two pipelines share.
+    fn pipelines(&mut self) {
+        let project = self.project;
+        let mut slots: HashMap<String, &Path> = HashMap::new();
+        for p in &project.pipelines {
+            let file = p.path.as_path();
+            if !valid_name(&p.name) {
+                self.error(
+                    file,
+                    None,
+                    "",
+                    format!(
+                        "pipeline name \"{}\" (from the file name) must be lowercase letters, digits and _",
+                        p.name
+                    ),
+                    Some(format!("rename the file to {}.yml", suggested_name(&p.name))),
+                );
+            }
+            for (pos, field, message, help) in p.config.validate() {
+                self.error(file, pos, field, message, Some(help));
+            }
+            let slot = p.config.slot_name(&p.name);
+            if let Some(other) = slots.get(&slot) {
+                let pos = p.config.slot.as_ref().map(|s| s.pos);
+                self.error(
+                    file,
+                    pos,
+                    "slot",
+                    format!(
+                        "replication slot \"{slot}\" is also used by {}",
+                        other.display()
+                    ),
+                    Some("give each pipeline its own `slot:`".into()),
+                );
+            } else {
+                slots.insert(slot, file);
+            }
+        }
+    }
+
     fn identities(&mut self) {
         for identity in &self.project.identities {
             self.identity(&identity.path, &identity.config);
@@ -1436,6 +1477,37 @@ mod tests {
             find_cycles(&edges),
             vec![vec!["a", "b", "c", "a"], vec!["d", "d"]]
         );
+    }
+
+    #[test]
+    fn pipelines_are_loaded_and_checked() {
+        use crate::project::{SourceFile, load};
+        let file = |path: &str, text: &str| SourceFile {
+            path: PathBuf::from(path),
+            text: text.to_string(),
+        };
+        let pipeline = "source: {url: postgres://h/db}\npublication: {name: p}\nslot: shared\nsinks: [{ndjson: {}}]\n";
+        let source = ProjectSource {
+            root: PathBuf::from("/p"),
+            files: vec![
+                file("ebb.yml", "name: shop\n"),
+                file("pipelines/orders.yml", pipeline),
+                file("pipelines/Bad-Name.yml", pipeline),
+            ],
+        };
+        assert!(ProjectSource::wants(Path::new("pipelines/orders.yml")));
+        let loaded = load(&source, &|_: &str| None);
+        assert_eq!(loaded.project.pipelines.len(), 2);
+        assert!(loaded.project.pipeline("orders").is_some());
+        let errors: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == crate::Severity::Error)
+            .map(|d| format!("{} {}", d.file.display(), d.message))
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].contains("Bad-Name") && errors[0].contains("lowercase"));
+        assert!(errors[1].contains("slot \"shared\" is also used by pipelines/Bad-Name.yml"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::config::identity::IdentityConfig;
 use crate::config::metrics::MetricsFile;
 use crate::config::model::ModelConfig;
+use crate::config::pipeline::PipelineConfig;
 use crate::config::project::ProjectConfig;
 use crate::config::sync::SyncConfig;
 use crate::diagnostic::{Diagnostic, Severity};
@@ -51,7 +52,7 @@ impl ProjectSource {
         match top {
             Some("ebb.yml" | "ebb.yaml") => path.components().count() == 1,
             Some("models") => is_yaml || is_sql,
-            Some("syncs" | "metrics" | "identity") => is_yaml,
+            Some("syncs" | "metrics" | "identity" | "pipelines") => is_yaml,
             _ => false,
         }
     }
@@ -73,6 +74,14 @@ pub struct Sync {
     pub name: String,
     pub path: PathBuf,
     pub config: SyncConfig,
+}
+
+/// A CDC pipeline: `pipelines/NAME.yml`.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub path: PathBuf,
+    pub config: PipelineConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +107,7 @@ pub struct Project {
     pub syncs: Vec<Sync>,
     pub metrics: Vec<MetricsDoc>,
     pub identities: Vec<Identity>,
+    pub pipelines: Vec<Pipeline>,
 }
 
 impl Project {
@@ -107,6 +117,10 @@ impl Project {
 
     pub fn sync(&self, name: &str) -> Option<&Sync> {
         self.syncs.iter().find(|s| s.name == name)
+    }
+
+    pub fn pipeline(&self, name: &str) -> Option<&Pipeline> {
+        self.pipelines.iter().find(|p| p.name == name)
     }
 }
 
@@ -141,6 +155,7 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
         syncs: Vec::new(),
         metrics: Vec::new(),
         identities: Vec::new(),
+        pipelines: Vec::new(),
     };
 
     let mut files: Vec<&SourceFile> = source.files.iter().collect();
@@ -210,6 +225,17 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
                     project.metrics.push(MetricsDoc {
                         path: f.path.clone(),
                         file,
+                    });
+                }
+            }
+            (Some("pipelines"), _) => {
+                if let Some(config) =
+                    parse_file::<PipelineConfig>(f, env, &mut diags, &mut secret_lines)
+                {
+                    project.pipelines.push(Pipeline {
+                        name: stem,
+                        path: f.path.clone(),
+                        config,
                     });
                 }
             }
