@@ -99,6 +99,10 @@ impl LakeWarehouse {
             .execution
             .parquet
             .schema_force_view_types = false;
+        // DataFusion 55 reads a Parquet column whose min equals its max as that constant,
+        // but Parquet statistics leave NaN out: a column of NaN and inf reads as all inf.
+        // Not collecting file statistics turns that path off.
+        config.options_mut().execution.collect_statistics = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
 
         let (root, store): (Url, Arc<dyn ObjectStore>) = if let Some(rest) =
@@ -187,7 +191,7 @@ impl LakeWarehouse {
         location: &str,
         format: FileFormat,
     ) -> datafusion::error::Result<()> {
-        let url = ListingTableUrl::parse(location)?;
+        let url = listing_url(location)?;
         let (file_format, default_ext) = self.format_for(format);
         // A single file or a glob filters by its own extension; a folder by the format's.
         let last = location.rsplit('/').next().unwrap_or_default();
@@ -250,6 +254,19 @@ impl LakeWarehouse {
             }
         }
         Ok(())
+    }
+}
+
+/// The listing for `location`. `ListingTableUrl::parse` reads a glob only in a plain path,
+/// and the lake's locations are URLs (`file://`, `s3://`): split the glob off by hand.
+fn listing_url(location: &str) -> datafusion::error::Result<ListingTableUrl> {
+    match location.find(['*', '?', '[']) {
+        None => ListingTableUrl::parse(location),
+        Some(first) => {
+            let split = location[..first].rfind('/').map_or(0, |s| s + 1);
+            let (base, glob) = location.split_at(split);
+            ListingTableUrl::parse(base)?.with_glob(glob)
+        }
     }
 }
 

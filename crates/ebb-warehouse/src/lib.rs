@@ -11,9 +11,10 @@
 //! - `lib.rs`: the [`Warehouse`] trait, [`Relation`], [`SourceTable`], [`WarehouseError`],
 //!   and [`AnyWarehouse`], the one place an implementation is picked from config.
 //! - [`lake`]: the lake on DataFusion + object_store.
-//! - the Postgres warehouse arrives next (pool, COPY stream, type mapping).
+//! - [`postgres`]: the Postgres warehouse (pool, COPY stream, type mapping).
 
 pub mod lake;
+pub mod postgres;
 
 use std::future::Future;
 use std::path::Path;
@@ -144,6 +145,7 @@ pub fn quote_ident(name: &str) -> String {
 #[derive(Debug)]
 pub enum AnyWarehouse {
     Lake(lake::LakeWarehouse),
+    Postgres(postgres::PgWarehouse),
 }
 
 impl AnyWarehouse {
@@ -159,15 +161,25 @@ impl AnyWarehouse {
                 project_root,
                 lake::LakeOptions::default(),
             )?)),
-            WarehouseConfig::Postgres { .. } => Err(WarehouseError::Unsupported(format!(
-                "warehouse \"{name}\": the postgres warehouse is not built yet; use a lake for now"
-            ))),
+            WarehouseConfig::Postgres {
+                url,
+                schema,
+                pool_size,
+            } => postgres::PgWarehouse::open(url.expose(), schema.as_deref(), *pool_size)
+                .map(AnyWarehouse::Postgres)
+                .map_err(|e| match e {
+                    WarehouseError::Config(message) => {
+                        WarehouseError::Config(format!("warehouse \"{name}\": {message}"))
+                    }
+                    e => e,
+                }),
         }
     }
 
     pub fn as_lake(&self) -> Option<&lake::LakeWarehouse> {
         match self {
             AnyWarehouse::Lake(lake) => Some(lake),
+            AnyWarehouse::Postgres(_) => None,
         }
     }
 }
@@ -176,30 +188,35 @@ impl Warehouse for AnyWarehouse {
     fn kind(&self) -> &'static str {
         match self {
             AnyWarehouse::Lake(w) => w.kind(),
+            AnyWarehouse::Postgres(w) => w.kind(),
         }
     }
 
     fn relation_sql(&self, relation: &Relation) -> String {
         match self {
             AnyWarehouse::Lake(w) => w.relation_sql(relation),
+            AnyWarehouse::Postgres(w) => w.relation_sql(relation),
         }
     }
 
     async fn attach_sources(&self, tables: &[SourceTable]) -> Result<(), WarehouseError> {
         match self {
             AnyWarehouse::Lake(w) => w.attach_sources(tables).await,
+            AnyWarehouse::Postgres(w) => w.attach_sources(tables).await,
         }
     }
 
     async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream, WarehouseError> {
         match self {
             AnyWarehouse::Lake(w) => w.query(sql).await,
+            AnyWarehouse::Postgres(w) => w.query(sql).await,
         }
     }
 
     async fn schema(&self, sql: &str) -> Result<SchemaRef, WarehouseError> {
         match self {
             AnyWarehouse::Lake(w) => w.schema(sql).await,
+            AnyWarehouse::Postgres(w) => w.schema(sql).await,
         }
     }
 
@@ -211,6 +228,7 @@ impl Warehouse for AnyWarehouse {
     ) -> Result<Materialization, WarehouseError> {
         match self {
             AnyWarehouse::Lake(w) => w.materialize(name, sql, how).await,
+            AnyWarehouse::Postgres(w) => w.materialize(name, sql, how).await,
         }
     }
 }
