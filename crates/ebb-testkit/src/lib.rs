@@ -40,7 +40,11 @@
 //!   - `watchdog`: the process that stops the server and removes its files.
 //!   - `database`: [`TestDatabase`], one fresh database per test.
 //!   - `error`: [`PgClusterError`].
+//! - [`emulators`]: SaaS APIs on `127.0.0.1:0` that follow their public documentation
+//!   (batch limits, rate limits with 429s, per-record errors), keep the records they hold,
+//!   and inject faults (5xx, timeouts, dropped connections) on demand.
 
+pub mod emulators;
 pub mod postgres;
 
 pub use postgres::{PgCluster, PgClusterBuilder, PgClusterError, TestDatabase};

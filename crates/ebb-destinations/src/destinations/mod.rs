@@ -1,0 +1,8 @@
+//! One folder per destination, each with the same files: `mod.rs` (the [`Destination`]
+//! implementation), `config.rs`, `request.rs`, `response.rs` and `tests.rs`.
+//!
+//! [`Destination`]: crate::Destination
+
+pub mod braze;
+pub mod hubspot;
+pub mod webhook;
