@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ebb_core::Diagnostic;
-use ebb_core::project::{ProjectSource, SourceFile};
+use ebb_core::project::{self, Project, ProjectSource, SourceFile};
+use ebb_core::yaml::ProcessEnv;
+use ebb_core::{Diagnostic, Severity};
 
 /// Files larger than this are not project files (data belongs in the warehouse).
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
@@ -139,4 +140,37 @@ fn walk(root: &Path, rel: &Path, source: &mut ProjectSource, problems: &mut Vec<
             ),
         }
     }
+}
+
+/// Loads the project; prints its errors and returns `None` when it has any.
+pub fn load_valid(dir: &Path) -> anyhow::Result<Option<Project>> {
+    let (source, read_problems) = match read(dir) {
+        Ok(ok) => ok,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(None);
+        }
+    };
+    let loaded = project::load(&source, &ProcessEnv);
+    let errors: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .chain(read_problems.iter())
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        for d in errors.iter().take(10) {
+            let mut d = (*d).clone();
+            d.file = dir.join(&d.file);
+            eprintln!("{d}\n");
+        }
+        eprintln!(
+            "error: the project has {} problem{}; fix them first (`ebb check {}` lists them all)",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            dir.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(loaded.project))
 }

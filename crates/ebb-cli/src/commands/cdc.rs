@@ -1,15 +1,13 @@
 //! `ebb cdc run|status|drop`: change data capture pipelines (`pipelines/NAME.yml`).
 
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use ebb_cdc::checkpoint::FileCheckpointStore;
 use ebb_cdc::pipeline::{Pipeline, PipelineSpec, drop_pipeline, pipeline_status};
-use ebb_core::Severity;
-use ebb_core::project::{self, Project, ProjectSource, SourceFile};
-use ebb_core::yaml::ProcessEnv;
+use ebb_core::project::Project;
 
 use crate::{Outcome, project_dir};
 
@@ -42,60 +40,6 @@ enum Verb {
     Drop { name: String },
 }
 
-/// Loads the project, with its `pipelines/` folder.
-fn load(dir: &Path) -> Result<Option<Project>> {
-    let (mut source, read_problems) = match project_dir::read(dir) {
-        Ok(ok) => ok,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(None);
-        }
-    };
-    add_pipeline_files(dir, &mut source)?;
-    let loaded = project::load(&source, &ProcessEnv);
-    let errors: Vec<_> = loaded
-        .diagnostics
-        .iter()
-        .chain(read_problems.iter())
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        for d in errors.iter().take(10) {
-            let mut d = (*d).clone();
-            d.file = dir.join(&d.file);
-            eprintln!("{d}\n");
-        }
-        eprintln!(
-            "error: the project has {} problem{}; fix them first (`ebb check {}` lists them all)",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            dir.display()
-        );
-        return Ok(None);
-    }
-    Ok(Some(loaded.project))
-}
-
-/// `pipelines/*.yml`, which the project reader does not walk yet.
-fn add_pipeline_files(root: &Path, source: &mut ProjectSource) -> Result<()> {
-    let dir = root.join("pipelines");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths {
-        let rel = Path::new("pipelines").join(path.file_name().unwrap_or_default());
-        if !ProjectSource::wants(&rel) || source.files.iter().any(|f| f.path == rel) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-        source.files.push(SourceFile { path: rel, text });
-    }
-    Ok(())
-}
-
 fn spec_of(project: &Project, name: &str) -> Result<PipelineSpec> {
     let Some(p) = project.pipeline(name) else {
         let names: Vec<&str> = project.pipelines.iter().map(|p| p.name.as_str()).collect();
@@ -116,7 +60,7 @@ fn store(project: &Project) -> FileCheckpointStore {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
-    let Some(project) = load(&args.project)? else {
+    let Some(project) = project_dir::load_valid(&args.project)? else {
         return Ok(Outcome::Problems);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

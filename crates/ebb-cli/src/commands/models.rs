@@ -6,9 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use arrow::util::pretty::pretty_format_batches;
-use ebb_core::Severity;
-use ebb_core::project::{self, Project};
-use ebb_core::yaml::ProcessEnv;
 use ebb_engine::models::Models;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -58,7 +55,7 @@ enum Verb {
 }
 
 pub fn run(args: Args) -> Result<Outcome> {
-    let Some(project) = load_valid(&args.project)? else {
+    let Some(project) = project_dir::load_valid(&args.project)? else {
         return Ok(Outcome::Problems);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -96,39 +93,6 @@ pub fn run(args: Args) -> Result<Outcome> {
 fn fail(err: impl std::fmt::Display) -> Result<Outcome> {
     eprintln!("error: {err}");
     Ok(Outcome::Problems)
-}
-
-/// Loads the project; prints its errors and returns `None` when it has any.
-pub fn load_valid(dir: &std::path::Path) -> Result<Option<Project>> {
-    let (source, read_problems) = match project_dir::read(dir) {
-        Ok(ok) => ok,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(None);
-        }
-    };
-    let loaded = project::load(&source, &ProcessEnv);
-    let errors: Vec<_> = loaded
-        .diagnostics
-        .iter()
-        .chain(read_problems.iter())
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        for d in errors.iter().take(10) {
-            let mut d = (*d).clone();
-            d.file = dir.join(&d.file);
-            eprintln!("{d}\n");
-        }
-        eprintln!(
-            "error: the project has {} problem{}; fix them first (`ebb check {}` lists them all)",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            dir.display()
-        );
-        return Ok(None);
-    }
-    Ok(Some(loaded.project))
 }
 
 fn spinner(label: String) -> ProgressBar {
