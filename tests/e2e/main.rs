@@ -5,6 +5,7 @@ mod cdc;
 mod check;
 mod init;
 mod models;
+mod quickstart;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -16,6 +16,8 @@ macro_rules! say {
 
 mod commands;
 mod project_dir;
+mod sandbox;
+mod state;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,9 @@ const EXAMPLES: &str = "\
 Examples:
   ebb init my-project        create a project with a working example
   ebb check my-project       validate every file and reference in it
+  ebb run -P my-project --sandbox
+                             run it: models, then syncs into emulated destinations
+  ebb doctor -P my-project   can this machine reach what the project names?
   ebb help check             more about one command
 
 Docs: docs/project-format.md describes every file of a project.";
@@ -48,12 +53,19 @@ struct Cli {
 enum Command {
     /// Create a new project, with a working example of every part.
     Init(commands::init::Args),
+    /// Run the whole project once: every model, then every sync, and a summary.
+    Run(commands::run::Args),
     /// Validate a project: every file, every field, every reference between them.
     Check(commands::check::Args),
+    /// Check this machine and a project: databases reachable, wal_level, credentials,
+    /// destinations; says what to fix.
+    Doctor(commands::doctor::Args),
     /// Run, compile, show and test the project's SQL models.
     Models(commands::models::Args),
     /// Change data capture: run, inspect and drop PostgreSQL CDC pipelines.
     Cdc(commands::cdc::Args),
+    /// Reverse ETL: run a sync (diff the model, send only the changes), or list them.
+    Sync(commands::sync::Args),
 }
 
 /// What a command tells the shell.
@@ -86,9 +98,12 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Init(args) => commands::init::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Models(args) => commands::models::run(args),
         Command::Cdc(args) => commands::cdc::run(args),
+        Command::Sync(args) => commands::sync::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

@@ -2,5 +2,8 @@
 
 pub mod cdc;
 pub mod check;
+pub mod doctor;
 pub mod init;
 pub mod models;
+pub mod run;
+pub mod sync;

@@ -111,11 +111,35 @@ async fn run_models(models: &Models<'_>, select: &[String]) -> Result<Outcome> {
         Ok(p) => p,
         Err(err) => return fail(err),
     };
+    let built = build(models, &picked).await;
+    Ok(if built.failed.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Problems
+    })
+}
+
+/// What building models did.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub ok: Vec<String>,
+    /// Models that failed or were skipped because an upstream model failed.
+    pub failed: BTreeSet<String>,
+}
+
+/// Builds every model of the project in dependency order (see [`build`]).
+pub async fn build_all(models: &Models<'_>) -> Built {
+    let picked: Vec<_> = models.graph().order().to_vec();
+    build(models, &picked).await
+}
+
+/// Builds `picked` in order, a line per model; a model whose upstream failed is skipped.
+pub async fn build(models: &Models<'_>, picked: &[&ebb_core::project::Model]) -> Built {
     let started = Instant::now();
     let total = picked.len();
     say!("Running {total} model{}", if total == 1 { "" } else { "s" });
     let width = picked.iter().map(|m| m.name.len()).max().unwrap_or(10);
-    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut built = Built::default();
     let mut skipped = 0;
     for (i, model) in picked.iter().enumerate() {
         let n = format!("[{:>2}/{total}]", i + 1);
@@ -123,13 +147,13 @@ async fn run_models(models: &Models<'_>, select: &[String]) -> Result<Outcome> {
         if let Some(bad) = models
             .graph()
             .upstream(&model.name)
-            .find(|u| failed.contains(*u))
+            .find(|u| built.failed.contains(*u))
         {
             say!(
                 "  {n} {:<width$}  {how:<9}  SKIPPED (upstream {bad} failed)",
                 model.name
             );
-            failed.insert(model.name.clone());
+            built.failed.insert(model.name.clone());
             skipped += 1;
             continue;
         }
@@ -147,25 +171,22 @@ async fn run_models(models: &Models<'_>, select: &[String]) -> Result<Outcome> {
                     model.name,
                     run.elapsed.as_secs_f64()
                 );
+                built.ok.push(model.name.clone());
             }
             Err(err) => {
                 say!("  {n} {:<width$}  {how:<9}  FAILED", model.name);
                 eprintln!("error: {err}");
-                failed.insert(model.name.clone());
+                built.failed.insert(model.name.clone());
             }
         }
     }
-    let errors = failed.len() - skipped;
+    let errors = built.failed.len() - skipped;
     say!(
         "Done in {:.2}s: {} ok, {errors} failed, {skipped} skipped",
         started.elapsed().as_secs_f64(),
-        total - failed.len()
+        built.ok.len()
     );
-    Ok(if failed.is_empty() {
-        Outcome::Success
-    } else {
-        Outcome::Problems
-    })
+    built
 }
 
 async fn test_models(models: &Models<'_>, select: &[String]) -> Result<Outcome> {

@@ -1,0 +1,175 @@
+//! `ebb run`: the whole project, once — every model, then every enabled sync in order —
+//! and a summary of what was read, what changed and what the destinations accepted.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use ebb_sync::{RunOptions, RunStatus, SyncOutcome, SyncRunner};
+
+use crate::commands::sync::run_one;
+use crate::{Outcome, project_dir, state};
+
+const EXAMPLES: &str = "\
+Examples:
+  ebb run -P models --sandbox     the example project, destinations emulated in-process
+  ebb run -P models --dry-run     what would be sent, nothing written
+  python3 models/generate.py --mutate && ebb run -P models --sandbox
+                                  change some rows; the second run sends only the changes
+
+`--sandbox` starts, inside this process, an emulator for every destination whose URL is on
+this machine (127.0.0.1 / localhost): a Standard Webhooks receiver, HubSpot, Salesforce, Braze.
+What they received is kept under .ebb/sandbox/ in the project.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// The project folder (the one holding ebb.yml).
+    #[arg(short = 'P', long = "project", default_value = ".")]
+    project: PathBuf,
+    /// Emulate every destination whose URL is on this machine, inside this process.
+    #[arg(long)]
+    sandbox: bool,
+    /// Diff and plan only: counts and sample payloads, nothing sent or committed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    let Some(project) = project_dir::load_valid(&args.project)? else {
+        return Ok(Outcome::Problems);
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let started = Instant::now();
+        let name = project
+            .config
+            .as_ref()
+            .map_or("project", |c| c.name.value.as_str());
+        say!("ebb run: {name} ({})", args.project.display());
+        let _sandbox = if args.sandbox {
+            Some(crate::sandbox::start(&project).await?)
+        } else {
+            None
+        };
+        let store = state::open(&project).await?;
+        let runner = SyncRunner::open(&project, store.dead_letters()).await?;
+
+        // Every model, in dependency order, so the warehouse holds today's truth.
+        let built = crate::commands::models::build_all(runner.models()).await;
+        for model in &built.ok {
+            runner.mark_built(model);
+        }
+        if !built.failed.is_empty() {
+            eprintln!(
+                "error: {} model{} failed; syncs reading them are skipped",
+                built.failed.len(),
+                if built.failed.len() == 1 { "" } else { "s" }
+            );
+        }
+
+        let options = RunOptions {
+            dry_run: args.dry_run,
+            full_resync: false,
+            samples: if args.dry_run { 2 } else { 0 },
+        };
+        let mut outcomes: Vec<(String, Option<SyncOutcome>)> = Vec::new();
+        for sync in runner.ordered_syncs() {
+            if !sync.config.enabled {
+                say!("{}: disabled, skipped", sync.name);
+                continue;
+            }
+            say!("");
+            let outcome = run_one(&runner, &store, &sync.name, &options).await;
+            outcomes.push((sync.name.clone(), outcome));
+        }
+        summary(&outcomes, &built, started);
+        say!("");
+        say!("Where to look next:");
+        say!(
+            "  ebb sync list -P {0}            the syncs and their schedules",
+            args.project.display()
+        );
+        say!(
+            "  ebb runs list -P {0}            every run with its counts",
+            args.project.display()
+        );
+        if args.sandbox {
+            say!(
+                "  {}/.ebb/sandbox/        what the emulated destinations now hold",
+                args.project.display()
+            );
+        }
+        say!(
+            "  {}/.ebb/snapshots/      what each sync last delivered (Parquet)",
+            args.project.display()
+        );
+        let ok = built.failed.is_empty()
+            && outcomes
+                .iter()
+                .all(|(_, o)| o.as_ref().is_some_and(|o| o.status == RunStatus::Succeeded));
+        Ok(if ok {
+            Outcome::Success
+        } else {
+            Outcome::Problems
+        })
+    })
+}
+
+fn summary(
+    outcomes: &[(String, Option<SyncOutcome>)],
+    built: &crate::commands::models::Built,
+    started: Instant,
+) {
+    say!("");
+    say!(
+        "Summary: {} models built ({} failed), {} syncs, {:.1}s",
+        built.ok.len(),
+        built.failed.len(),
+        outcomes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    say!(
+        "  {:<20} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7}  status",
+        "sync",
+        "rows read",
+        "changes",
+        "inserts",
+        "updates",
+        "deletes",
+        "accepted",
+        "rejected",
+        "time"
+    );
+    for (name, outcome) in outcomes {
+        match outcome {
+            Some(o) => {
+                let d = &o.diff;
+                let (accepted, rejected) = o
+                    .delivery
+                    .as_ref()
+                    .map_or((0, 0), |r| (r.accepted, r.rejected));
+                say!(
+                    "  {:<20} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>6.1}s  {}",
+                    name,
+                    d.rows_read,
+                    d.changes(),
+                    d.inserts,
+                    d.updates,
+                    d.deletes,
+                    accepted,
+                    rejected,
+                    o.elapsed.as_secs_f64(),
+                    if o.dry_run {
+                        "dry run"
+                    } else {
+                        o.status.as_str()
+                    }
+                );
+            }
+            None => say!("  {name:<20} {:>9}  failed (see the error above)", "-"),
+        }
+    }
+}
