@@ -66,6 +66,10 @@ enum Command {
     Cdc(commands::cdc::Args),
     /// Reverse ETL: run a sync (diff the model, send only the changes), or list them.
     Sync(commands::sync::Args),
+    /// The runs the state store remembers: list them, show one with its log.
+    Runs(commands::runs::RunsArgs),
+    /// The dead-letter queue: records a destination refused, and retrying them.
+    Dlq(commands::runs::DlqArgs),
 }
 
 /// What a command tells the shell.
@@ -104,6 +108,8 @@ fn main() -> ExitCode {
         Command::Models(args) => commands::models::run(args),
         Command::Cdc(args) => commands::cdc::run(args),
         Command::Sync(args) => commands::sync::run(args),
+        Command::Runs(args) => commands::runs::runs(args),
+        Command::Dlq(args) => commands::runs::dlq(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

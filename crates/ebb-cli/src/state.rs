@@ -1,32 +1,156 @@
-//! The project's state store as the CLI uses it: runs and the dead-letter queue.
+//! The project's state store (`state:` in ebb.yml; SQLite under `.ebb/` by default) as the
+//! CLI uses it: a run row for every sync run, its log, and the dead-letter queue.
 
+use std::time::Duration;
+
+use anyhow::Context as _;
 use ebb_core::project::Project;
+use ebb_state::{
+    LogLevel, NewRun, RunCounts, RunId, RunKind, RunOutcome, RunStatus, StateStore, Trigger,
+};
 use ebb_sync::{SyncError, SyncOutcome, SyncRunner};
 
-/// Where refused records wait for the next run.
-pub type DeadLetterStore = ebb_delivery::MemoryDeadLetters;
+/// Where refused records wait for the next run: the state store itself.
+pub type DeadLetterStore = StateStore;
+
+/// The CLI is one worker; its lease outlives any run it makes (no heartbeats needed).
+const LEASE: Duration = Duration::from_secs(24 * 3600);
 
 /// The project's state store.
-#[derive(Debug)]
-pub struct Store {}
+#[derive(Debug, Clone)]
+pub struct Store {
+    store: StateStore,
+    worker: String,
+}
 
-pub async fn open(_project: &Project) -> anyhow::Result<Store> {
-    Ok(Store {})
+pub async fn open(project: &Project) -> anyhow::Result<Store> {
+    let config = project
+        .config
+        .as_ref()
+        .map(|c| c.state.clone())
+        .unwrap_or_default();
+    let store = StateStore::open(&config, &project.root)
+        .await
+        .with_context(|| "cannot open the state store (`state:` in ebb.yml)")?;
+    Ok(Store {
+        store,
+        worker: format!("cli-{}", std::process::id()),
+    })
 }
 
 impl Store {
-    pub fn dead_letters(&self) -> DeadLetterStore {
-        DeadLetterStore::default()
+    pub fn inner(&self) -> &StateStore {
+        &self.store
     }
 
-    /// Records that a run of `sync` started; its id.
+    pub fn dead_letters(&self) -> DeadLetterStore {
+        self.store.clone()
+    }
+
+    /// Records that a run of `sync` starts now; its id. A failure to record is printed and
+    /// the run goes on (the snapshot, not the run row, is what delivery depends on).
     pub async fn start_run(
         &self,
-        _runner: &SyncRunner<'_, DeadLetterStore>,
-        _sync: &str,
-    ) -> Option<i64> {
-        None
+        runner: &SyncRunner<'_, DeadLetterStore>,
+        sync: &str,
+    ) -> Option<RunId> {
+        let tenant = runner.tenant_of(sync);
+        let result = async {
+            let created = self
+                .store
+                .create_run(&NewRun::new(&tenant, sync, RunKind::Sync, Trigger::Manual))
+                .await?;
+            self.store
+                .start_run(created.run.id, &self.worker, LEASE)
+                .await
+        }
+        .await;
+        match result {
+            Ok(run) => Some(run.id),
+            Err(err) => {
+                eprintln!("warning: the run of {sync} is not recorded in the state store: {err}");
+                None
+            }
+        }
     }
 
-    pub async fn finish_run(&self, _id: Option<i64>, _result: &Result<SyncOutcome, SyncError>) {}
+    /// Ends the run with the outcome's counts and status (and writes its `run.finished`
+    /// event), with a log line and a few redacted sample payloads.
+    pub async fn finish_run(&self, id: Option<RunId>, result: &Result<SyncOutcome, SyncError>) {
+        let Some(id) = id else { return };
+        let outcome = match result {
+            Ok(o) => {
+                let d = &o.diff;
+                let r = o.delivery.clone().unwrap_or_default();
+                let counts = RunCounts {
+                    planned: o.planned as i64,
+                    inserted: d.inserts as i64,
+                    updated: d.updates as i64,
+                    deleted: d.deletes as i64,
+                    accepted: r.accepted as i64,
+                    rejected: r.rejected as i64,
+                    retried: r.retried as i64,
+                    skipped_bad_keys: (d.bad_keys.null_key_rows + d.bad_keys.duplicate_rows) as i64,
+                };
+                let message = format!(
+                    "read {} rows: {} inserts, {} updates, {} deletes; {} sent, {} accepted, {} rejected, {} throttled{}",
+                    d.rows_read,
+                    d.inserts,
+                    d.updates,
+                    d.deletes,
+                    r.sent,
+                    r.accepted,
+                    r.rejected,
+                    r.throttled,
+                    r.aborted
+                        .as_ref()
+                        .map(|a| format!("; stopped: {a}"))
+                        .unwrap_or_default()
+                );
+                let _ = self
+                    .store
+                    .append_log(id, LogLevel::Info, &message, None)
+                    .await;
+                if !d.bad_keys.sample_duplicates.is_empty() || d.bad_keys.null_key_rows > 0 {
+                    let sample = serde_json::json!({
+                        "null_key_rows": d.bad_keys.null_key_rows,
+                        "duplicate_keys": d.bad_keys.duplicate_keys,
+                        "sample_duplicates": d.bad_keys.sample_duplicates,
+                    });
+                    let _ = self
+                        .store
+                        .append_log(
+                            id,
+                            LogLevel::Warn,
+                            "rows left out for bad keys",
+                            Some(&sample),
+                        )
+                        .await;
+                }
+                RunOutcome {
+                    status: match o.status {
+                        ebb_sync::RunStatus::Succeeded => RunStatus::Succeeded,
+                        ebb_sync::RunStatus::Partial => RunStatus::Partial,
+                        ebb_sync::RunStatus::Failed => RunStatus::Failed,
+                    },
+                    counts,
+                    error: r.aborted.clone(),
+                }
+            }
+            Err(err) => {
+                let _ = self
+                    .store
+                    .append_log(id, LogLevel::Error, &err.to_string(), None)
+                    .await;
+                RunOutcome {
+                    status: RunStatus::Failed,
+                    counts: RunCounts::default(),
+                    error: Some(err.to_string()),
+                }
+            }
+        };
+        if let Err(err) = self.store.finish_run(id, &self.worker, &outcome).await {
+            eprintln!("warning: the end of run {id} is not recorded in the state store: {err}");
+        }
+    }
 }

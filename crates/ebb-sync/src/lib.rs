@@ -40,6 +40,9 @@ use ebb_warehouse::{Warehouse, quote_ident};
 
 pub use destination::open_destination;
 
+/// The tenant of a sync that names none.
+pub const DEFAULT_TENANT: &str = "default";
+
 /// Changes handed to delivery at a time: bounds memory and paces progress reports.
 const CHUNK_ROWS: usize = 10_000;
 
@@ -221,6 +224,14 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
         order_syncs(self.project)
     }
 
+    /// The tenant a sync belongs to (`tenant:`, or `default`).
+    pub fn tenant_of(&self, sync: &str) -> String {
+        self.project
+            .sync(sync)
+            .and_then(|s| s.config.tenant.as_ref())
+            .map_or_else(|| DEFAULT_TENANT.to_string(), |t| t.value.clone())
+    }
+
     /// Marks the model and its upstream as built (e.g. after `ebb models run`).
     pub fn mark_built(&self, model: &str) {
         self.built
@@ -300,10 +311,7 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
             .map(|c| c.defaults.sync_mode)
             .unwrap_or_default();
         let plan = SyncPlan::from_config(name, config, default_mode);
-        let tenant = config
-            .tenant
-            .as_ref()
-            .map_or_else(|| "default".to_string(), |t| t.value.clone());
+        let tenant = self.tenant_of(name);
         let destination_name = config.destination.value.clone();
 
         // The destination first: a bad configuration fails before any work is done.

@@ -6,4 +6,5 @@ pub mod doctor;
 pub mod init;
 pub mod models;
 pub mod run;
+pub mod runs;
 pub mod sync;
