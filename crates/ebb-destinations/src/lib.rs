@@ -6,6 +6,8 @@
 //! `ebb-delivery` decides what to do about it.
 //!
 //! # Layout
+//! - [`any`]: [`AnyDestination`], every destination behind one type, built from a
+//!   destination in `ebb.yml` (and a sync's object and match field).
 //! - [`destination`]: the [`Destination`] trait, its [`Capabilities`] (batch size, operations,
 //!   documented rate limits, idempotency), [`Record`], [`RecordResult`] and
 //!   [`DestinationError`] with its retry class.
@@ -18,10 +20,12 @@
 //!   - [`destinations::hubspot`]: HubSpot CRM objects, batch upsert and archive.
 //!   - [`destinations::braze`]: Braze `/users/track` attributes by `external_id`.
 
+pub mod any;
 pub mod destination;
 pub mod destinations;
 pub mod http;
 
+pub use any::{AnyDestination, Target};
 pub use destination::{
     Capabilities, Destination, DestinationError, Idempotency, MappingProblem, Operation, RateLimit,
     RateSignal, Record, RecordResult, WriteOutcome,
