@@ -18,6 +18,7 @@ use ebb_core::config::sync::SyncConfig;
 
 use crate::destinations::braze::{BrazeConfig, BrazeDestination};
 use crate::destinations::hubspot::{HubspotConfig, HubspotDestination};
+use crate::destinations::salesforce::{SalesforceConfig, SalesforceDestination};
 use crate::destinations::webhook::{WebhookConfig, WebhookDestination};
 use crate::{
     Capabilities, Destination, DestinationError, MappingProblem, Operation, Record, WriteOutcome,
@@ -49,6 +50,7 @@ impl Target {
 pub enum AnyDestination {
     Webhook(WebhookDestination),
     Hubspot(HubspotDestination),
+    Salesforce(SalesforceDestination),
     Braze(BrazeDestination),
 }
 
@@ -137,9 +139,16 @@ impl AnyDestination {
                 let c = BrazeConfig::from_config(config).map_err(|e| fatal(name, e))?;
                 AnyDestination::Braze(BrazeDestination::new(c).map_err(wrap)?)
             }
-            DestinationConfig::Salesforce { .. }
-            | DestinationConfig::Postgres { .. }
-            | DestinationConfig::Parquet { .. } => {
+            DestinationConfig::Salesforce { .. } => {
+                let c = SalesforceConfig::from_config(
+                    config,
+                    object.unwrap_or("Contact"),
+                    field.unwrap_or("Id"),
+                )
+                .map_err(|e| fatal(name, e))?;
+                AnyDestination::Salesforce(SalesforceDestination::new(c).map_err(wrap)?)
+            }
+            DestinationConfig::Postgres { .. } | DestinationConfig::Parquet { .. } => {
                 return Err(fatal(
                     name,
                     format!("the {} destination is not in this build yet", config.kind()),
@@ -155,6 +164,7 @@ macro_rules! delegate {
         match $self {
             AnyDestination::Webhook($d) => $call,
             AnyDestination::Hubspot($d) => $call,
+            AnyDestination::Salesforce($d) => $call,
             AnyDestination::Braze($d) => $call,
         }
     };

@@ -18,6 +18,8 @@
 //!   `response.rs` (answers to per-record results) and `tests.rs`.
 //!   - [`destinations::webhook`]: JSON POSTs signed per the Standard Webhooks spec.
 //!   - [`destinations::hubspot`]: HubSpot CRM objects, batch upsert and archive.
+//!   - [`destinations::salesforce`]: Salesforce Bulk API 2.0 ingest jobs (CSV upload,
+//!     close, poll, successful/failed/unprocessed results mapped back to records).
 //!   - [`destinations::braze`]: Braze `/users/track` attributes by `external_id`.
 
 pub mod any;

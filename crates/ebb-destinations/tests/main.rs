@@ -1,6 +1,7 @@
 //! Integration tests of ebb-destinations against the testkit's SaaS API emulators.
 
 mod hubspot;
+mod salesforce;
 mod webhook;
 
 use ebb_destinations::{Operation, Record};

@@ -5,4 +5,5 @@
 
 pub mod braze;
 pub mod hubspot;
+pub mod salesforce;
 pub mod webhook;
