@@ -18,6 +18,7 @@ use ebb_core::config::sync::SyncConfig;
 
 use crate::destinations::braze::{BrazeConfig, BrazeDestination};
 use crate::destinations::hubspot::{HubspotConfig, HubspotDestination};
+use crate::destinations::postgres::{PostgresConfig, PostgresDestination};
 use crate::destinations::salesforce::{SalesforceConfig, SalesforceDestination};
 use crate::destinations::webhook::{WebhookConfig, WebhookDestination};
 use crate::{
@@ -52,6 +53,7 @@ pub enum AnyDestination {
     Hubspot(HubspotDestination),
     Salesforce(SalesforceDestination),
     Braze(BrazeDestination),
+    Postgres(PostgresDestination),
 }
 
 /// A config problem of destination `name`, as a fatal error naming it.
@@ -148,7 +150,16 @@ impl AnyDestination {
                 .map_err(|e| fatal(name, e))?;
                 AnyDestination::Salesforce(SalesforceDestination::new(c).map_err(wrap)?)
             }
-            DestinationConfig::Postgres { .. } | DestinationConfig::Parquet { .. } => {
+            DestinationConfig::Postgres { .. } => {
+                let c = PostgresConfig::from_config(
+                    config,
+                    object.unwrap_or(name),
+                    field.unwrap_or("id"),
+                )
+                .map_err(|e| fatal(name, e))?;
+                AnyDestination::Postgres(PostgresDestination::new(c).map_err(wrap)?)
+            }
+            DestinationConfig::Parquet { .. } => {
                 return Err(fatal(
                     name,
                     format!("the {} destination is not in this build yet", config.kind()),
@@ -166,6 +177,7 @@ macro_rules! delegate {
             AnyDestination::Hubspot($d) => $call,
             AnyDestination::Salesforce($d) => $call,
             AnyDestination::Braze($d) => $call,
+            AnyDestination::Postgres($d) => $call,
         }
     };
 }

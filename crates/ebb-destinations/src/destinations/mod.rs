@@ -5,5 +5,6 @@
 
 pub mod braze;
 pub mod hubspot;
+pub mod postgres;
 pub mod salesforce;
 pub mod webhook;
