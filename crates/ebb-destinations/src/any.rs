@@ -18,6 +18,7 @@ use ebb_core::config::sync::SyncConfig;
 
 use crate::destinations::braze::{BrazeConfig, BrazeDestination};
 use crate::destinations::hubspot::{HubspotConfig, HubspotDestination};
+use crate::destinations::parquet::{ParquetConfig, ParquetDestination};
 use crate::destinations::postgres::{PostgresConfig, PostgresDestination};
 use crate::destinations::salesforce::{SalesforceConfig, SalesforceDestination};
 use crate::destinations::webhook::{WebhookConfig, WebhookDestination};
@@ -54,6 +55,7 @@ pub enum AnyDestination {
     Salesforce(SalesforceDestination),
     Braze(BrazeDestination),
     Postgres(PostgresDestination),
+    Parquet(ParquetDestination),
 }
 
 /// A config problem of destination `name`, as a fatal error naming it.
@@ -106,7 +108,6 @@ impl AnyDestination {
         project_dir: &Path,
         target: &Target,
     ) -> Result<AnyDestination, DestinationError> {
-        let _ = project_dir; // Parquet paths (next commit)
         let object = target.object.as_deref();
         let field = target.match_field.as_deref();
         let wrap = |e: DestinationError| match e {
@@ -160,10 +161,9 @@ impl AnyDestination {
                 AnyDestination::Postgres(PostgresDestination::new(c).map_err(wrap)?)
             }
             DestinationConfig::Parquet { .. } => {
-                return Err(fatal(
-                    name,
-                    format!("the {} destination is not in this build yet", config.kind()),
-                ));
+                let c = ParquetConfig::from_config(config, project_dir, object.unwrap_or(name))
+                    .map_err(|e| fatal(name, e))?;
+                AnyDestination::Parquet(ParquetDestination::new(c).map_err(wrap)?)
             }
         })
     }
@@ -178,6 +178,7 @@ macro_rules! delegate {
             AnyDestination::Salesforce($d) => $call,
             AnyDestination::Braze($d) => $call,
             AnyDestination::Postgres($d) => $call,
+            AnyDestination::Parquet($d) => $call,
         }
     };
 }

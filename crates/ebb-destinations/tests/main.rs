@@ -1,6 +1,7 @@
 //! Integration tests of ebb-destinations against the testkit's SaaS API emulators.
 
 mod hubspot;
+mod parquet;
 mod postgres;
 mod salesforce;
 mod webhook;
