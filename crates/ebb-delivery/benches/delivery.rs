@@ -93,6 +93,7 @@ fn plan(name: &str, mapping: &[(&str, &str)], match_column: Option<&str>) -> Syn
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
         match_column: match_column.map(str::to_string),
+        changed_fields_only: true,
     }
 }
 

@@ -32,10 +32,15 @@ async fn each_write_is_one_whole_file_and_a_retry_replaces_it() -> anyhow::Resul
     dest.write(&batch).await?;
     let dir = project.path().join("exports/accounts");
     assert_eq!(files(&dir).len(), 1, "{:?}", files(&dir));
-    dest.write(&[record(Operation::Delete, "2", json!({}))]).await?;
+    dest.write(&[record(Operation::Delete, "2", json!({}))])
+        .await?;
     let written = files(&dir);
     assert_eq!(written.len(), 2);
-    assert!(written.iter().all(|p| p.extension().is_some_and(|e| e == "parquet")));
+    assert!(
+        written
+            .iter()
+            .all(|p| p.extension().is_some_and(|e| e == "parquet"))
+    );
 
     // The files read back with ebb's columns and the fields.
     let mut rows = 0;
@@ -44,9 +49,19 @@ async fn each_write_is_one_whole_file_and_a_retry_replaces_it() -> anyhow::Resul
         for b in reader {
             let b = b?;
             rows += b.num_rows();
-            let ops = b.column_by_name("_ebb_op").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+            let ops = b
+                .column_by_name("_ebb_op")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
             if ops.value(0) == "upsert" {
-                let mrr = b.column_by_name("mrr").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+                let mrr = b
+                    .column_by_name("mrr")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .unwrap();
                 assert_eq!(mrr.value(0), 10.5);
                 assert!(mrr.is_null(1));
             }

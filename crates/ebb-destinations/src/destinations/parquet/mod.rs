@@ -17,8 +17,8 @@ mod tests;
 
 use std::sync::Arc;
 
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::OnceCell;
 
 pub use config::{MAX_FILE_RECORDS, ParquetConfig, Root};
@@ -64,14 +64,19 @@ impl ParquetDestination {
                         .map_err(|e| fatal(format!("cannot create {}: {e}", dir.display())))?;
                         let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                             .map_err(|e| fatal(format!("{}: {e}", dir.display())))?;
-                        Ok((Arc::new(store) as Arc<dyn ObjectStore>, StorePath::default()))
+                        Ok((
+                            Arc::new(store) as Arc<dyn ObjectStore>,
+                            StorePath::default(),
+                        ))
                     }
                     Root::S3 { bucket, prefix } => {
                         let store = object_store::aws::AmazonS3Builder::from_env()
                             .with_bucket_name(bucket)
                             .build()
                             .map_err(|e| fatal(format!("s3://{bucket}: {e}")))?;
-                        let path = StorePath::from(format!("{prefix}/{}", self.config.dataset).trim_start_matches('/'));
+                        let path = StorePath::from(
+                            format!("{prefix}/{}", self.config.dataset).trim_start_matches('/'),
+                        );
                         Ok((Arc::new(store) as Arc<dyn ObjectStore>, path))
                     }
                 }
@@ -105,6 +110,7 @@ impl Destination for ParquetDestination {
             ],
             rate_limits: Vec::new(),
             idempotency: Idempotency::Keyed,
+            partial_updates: false,
         }
     }
 
@@ -138,14 +144,20 @@ impl Destination for ParquetDestination {
         }
         let bytes = batch(records)
             .and_then(|b| request::parquet_bytes(&b))
-            .map_err(|reason| DestinationError::Rejected { reason, field: None })?;
+            .map_err(|reason| DestinationError::Rejected {
+                reason,
+                field: None,
+            })?;
         let (store, root) = self.store().await?;
         let path = root.clone().join(file_name(records).as_str());
         store
             .put(&path, bytes.into())
             .await
             .map_err(|e| response::error(e, path.as_ref()))?;
-        Ok(WriteOutcome::all_accepted(records.len(), RateSignal::default()))
+        Ok(WriteOutcome::all_accepted(
+            records.len(),
+            RateSignal::default(),
+        ))
     }
 }
 
@@ -155,7 +167,10 @@ impl ParquetDestination {
         match &self.config.root {
             Root::Local(dir) => dir.join(&self.config.dataset).display().to_string(),
             Root::S3 { bucket, prefix } => {
-                format!("s3://{bucket}/{}", format!("{prefix}/{}", self.config.dataset).trim_start_matches('/'))
+                format!(
+                    "s3://{bucket}/{}",
+                    format!("{prefix}/{}", self.config.dataset).trim_start_matches('/')
+                )
             }
         }
     }

@@ -27,7 +27,10 @@ pub fn file_name(records: &[Record]) -> String {
         h.update((r.idempotency_key.len() as u64).to_be_bytes());
         h.update(r.idempotency_key.as_bytes());
     }
-    let hex: String = h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("part-{hex}.parquet")
 }
 
@@ -88,7 +91,9 @@ pub fn batch(records: &[Record]) -> Result<RecordBatch, String> {
             .with_coerce_primitive(true)
             .build_decoder()
             .map_err(|e| e.to_string())?;
-        decoder.serialize(&rows).map_err(|e| format!("cannot build columns: {e}"))?;
+        decoder
+            .serialize(&rows)
+            .map_err(|e| format!("cannot build columns: {e}"))?;
         decoder.flush().map_err(|e| e.to_string())?
     };
     let meta = |f: fn(&Record) -> &str| -> Arc<StringArray> {
@@ -116,8 +121,8 @@ pub fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>, String> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))
-        .map_err(|e| e.to_string())?;
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).map_err(|e| e.to_string())?;
     writer.write(batch).map_err(|e| e.to_string())?;
     writer.into_inner().map_err(|e| e.to_string())
 }

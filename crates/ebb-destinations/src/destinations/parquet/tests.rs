@@ -18,7 +18,11 @@ fn record(op: Operation, key: &str, fields: serde_json::Value) -> Record {
 #[test]
 fn records_become_typed_columns_after_ebbs_own() {
     let b = batch(&[
-        record(Operation::Upsert, "1", json!({"name": "Acme", "mrr": 10, "vip": true, "tags": ["a"]})),
+        record(
+            Operation::Upsert,
+            "1",
+            json!({"name": "Acme", "mrr": 10, "vip": true, "tags": ["a"]}),
+        ),
         record(Operation::Upsert, "2", json!({"name": null, "mrr": 2.5})),
         record(Operation::Delete, "3", json!({})),
     ])
@@ -50,7 +54,13 @@ fn config_reads_folders_and_s3() {
     let c = ParquetConfig::new("exports", Path::new("/p"), "accounts").unwrap();
     assert_eq!(c.root, Root::Local("/p/exports".into()));
     let c = ParquetConfig::new("s3://lake/ebb/", Path::new("/p"), "accounts").unwrap();
-    assert_eq!(c.root, Root::S3 { bucket: "lake".into(), prefix: "ebb".into() });
+    assert_eq!(
+        c.root,
+        Root::S3 {
+            bucket: "lake".into(),
+            prefix: "ebb".into()
+        }
+    );
     assert!(ParquetConfig::new("gs://x", Path::new("/p"), "a").is_err());
     assert!(ParquetConfig::new("exports", Path::new("/p"), "../up").is_err());
 }

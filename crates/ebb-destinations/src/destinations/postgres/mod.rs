@@ -199,6 +199,7 @@ impl Destination for PostgresDestination {
             ],
             rate_limits: Vec::new(),
             idempotency: Idempotency::ByRecordId,
+            partial_updates: true,
         }
     }
 

@@ -413,6 +413,7 @@ impl Destination for SalesforceDestination {
             operations,
             rate_limits: self.config.rate_limits.clone(),
             idempotency: Idempotency::ByRecordId,
+            partial_updates: true,
         }
     }
 
