@@ -143,6 +143,8 @@ struct Job {
 struct Inner {
     schemas: HashMap<String, BTreeMap<String, Field>>,
     records: HashMap<String, Vec<SalesforceRecord>>,
+    /// (object, field, value) → position of the live record: `Id` and external ids.
+    index: HashMap<(String, String, String), usize>,
     jobs: HashMap<String, Job>,
     next_id: u64,
     next_job: u64,
@@ -287,6 +289,7 @@ impl SalesforceBuilder {
         let mut inner = Inner {
             schemas: self.schemas,
             records: HashMap::new(),
+            index: HashMap::new(),
             jobs: HashMap::new(),
             next_id: 1,
             next_job: 1,
@@ -312,6 +315,18 @@ impl SalesforceBuilder {
             }
             inner.records = saved.records.into_iter().collect();
             inner.next_id = saved.next_id;
+            let all: Vec<(String, usize, SalesforceRecord)> = inner
+                .records
+                .iter()
+                .flat_map(|(o, list)| {
+                    list.iter()
+                        .enumerate()
+                        .map(move |(i, r)| (o.clone(), i, r.clone()))
+                })
+                .collect();
+            for (object, at, record) in all.iter().filter(|(_, _, r)| !r.deleted) {
+                index_record(&mut inner, object, record, *at);
+            }
         }
         let shared = Arc::new(Shared {
             token: self.token,
@@ -1109,46 +1124,33 @@ fn apply_row(
         check_value(name, field.kind, value)?;
         values.push((name.to_string(), Some(value.clone())));
     }
-    let records = inner.records.entry(job.object.clone()).or_default();
-    let live_by_id = |records: &[SalesforceRecord], id: &str| {
-        records.iter().position(|r| r.id == id && !r.deleted)
+    let object = job.object.clone();
+    let lookup = |inner: &Inner, field: &str, value: &str| {
+        inner
+            .index
+            .get(&(object.clone(), field.to_string(), value.to_string()))
+            .copied()
     };
-    let by_field = |records: &[SalesforceRecord], field: &str, value: &str| {
-        records
-            .iter()
-            .position(|r| !r.deleted && r.fields.get(field).map(String::as_str) == Some(value))
+    let deleted_id = |inner: &Inner, id: &str| {
+        inner
+            .records
+            .get(&object)
+            .is_some_and(|list| list.iter().any(|r| r.id == id && r.deleted))
     };
-    let unique_clash = |records: &[SalesforceRecord], skip: Option<usize>| -> Result<(), String> {
-        for (name, value) in &values {
-            let (Some(value), Some(field)) = (value, fields.get(name)) else {
-                continue;
-            };
-            if field.external_id
-                && let Some(other) = by_field(records, name, value)
-                && Some(other) != skip
-            {
-                return Err(format!(
-                    "DUPLICATE_VALUE:duplicate value found: {name} duplicates value on record with id: {}:{name} --",
-                    records[other].id
-                ));
-            }
+    let missing_id = |inner: &Inner, id: &str| {
+        if deleted_id(inner, id) {
+            "ENTITY_IS_DELETED:entity is deleted:--".to_string()
+        } else {
+            format!("INVALID_CROSS_REFERENCE_KEY:invalid cross reference id: {id}:--")
         }
-        Ok(())
     };
     let target = match job.operation.as_str() {
         "insert" => None,
         "update" => {
             let id = value_of("Id");
-            match live_by_id(records, id) {
+            match lookup(inner, "Id", id) {
                 Some(i) => Some(i),
-                None if records.iter().any(|r| r.id == id) => {
-                    return Err("ENTITY_IS_DELETED:entity is deleted:--".into());
-                }
-                None => {
-                    return Err(format!(
-                        "INVALID_CROSS_REFERENCE_KEY:invalid cross reference id: {id}:--"
-                    ));
-                }
+                None => return Err(missing_id(inner, id)),
             }
         }
         "upsert" => {
@@ -1163,38 +1165,48 @@ fn apply_row(
                 ));
             }
             if ext.eq_ignore_ascii_case("Id") {
-                match live_by_id(records, key) {
+                match lookup(inner, "Id", key) {
                     Some(i) => Some(i),
-                    None => {
-                        return Err(format!(
-                            "INVALID_CROSS_REFERENCE_KEY:invalid cross reference id: {key}:--"
-                        ));
-                    }
+                    None => return Err(missing_id(inner, key)),
                 }
             } else {
                 let (name, _) = find_field(&fields, ext).expect("checked when the job opened");
-                by_field(records, name, key)
+                lookup(inner, name, key)
             }
         }
         _ => {
             let id = value_of("Id");
-            let Some(i) = live_by_id(records, id) else {
-                return Err(if records.iter().any(|r| r.id == id) {
-                    "ENTITY_IS_DELETED:entity is deleted:--".into()
-                } else {
-                    format!("INVALID_CROSS_REFERENCE_KEY:invalid cross reference id: {id}:--")
-                });
+            let Some(i) = lookup(inner, "Id", id) else {
+                return Err(missing_id(inner, id));
             };
-            let record = &mut records[i];
+            let record = inner.records.get_mut(&object).expect("indexed")[i].clone();
+            unindex_record(inner, &object, &record);
+            let record = &mut inner.records.get_mut(&object).expect("indexed")[i];
             record.deleted = true;
             record.writes += 1;
             record.versions += 1;
             return Ok((record.id.clone(), false));
         }
     };
-    unique_clash(records, target)?;
+    // An external id value another live record holds.
+    for (name, value) in &values {
+        let (Some(value), Some(field)) = (value, fields.get(name)) else {
+            continue;
+        };
+        if field.external_id
+            && let Some(other) = lookup(inner, name, value)
+            && Some(other) != target
+        {
+            return Err(format!(
+                "DUPLICATE_VALUE:duplicate value found: {name} duplicates value on record with id: {}:{name} --",
+                inner.records[&object][other].id
+            ));
+        }
+    }
+    let records = inner.records.entry(object.clone()).or_default();
     match target {
         Some(i) => {
+            let old = records[i].clone();
             let record = &mut records[i];
             let before = record.fields.clone();
             for (name, value) in values {
@@ -1207,7 +1219,10 @@ fn apply_row(
             if record.fields != before {
                 record.versions += 1;
             }
-            Ok((record.id.clone(), false))
+            let (id, new) = (record.id.clone(), record.clone());
+            unindex_record(inner, &object, &old);
+            index_record(inner, &object, &new, i);
+            Ok((id, false))
         }
         None => {
             let mut new_fields = BTreeMap::new();
@@ -1236,19 +1251,55 @@ fn apply_row(
             };
             let id = format!("{prefix}{:012}AAA", inner.next_id);
             inner.next_id += 1;
-            inner
-                .records
-                .get_mut(&job.object)
-                .expect("entry made above")
-                .push(SalesforceRecord {
-                    id: id.clone(),
-                    fields: new_fields,
-                    deleted: false,
-                    writes: 1,
-                    versions: 1,
-                });
+            let record = SalesforceRecord {
+                id: id.clone(),
+                fields: new_fields,
+                deleted: false,
+                writes: 1,
+                versions: 1,
+            };
+            let list = inner.records.get_mut(&object).expect("entry made above");
+            list.push(record.clone());
+            let at = list.len() - 1;
+            index_record(inner, &object, &record, at);
             Ok((id, true))
         }
+    }
+}
+
+/// Indexes a live record's `Id` and external id values at position `at`.
+fn index_record(inner: &mut Inner, object: &str, record: &SalesforceRecord, at: usize) {
+    let external: Vec<String> = inner
+        .schemas
+        .get(object)
+        .map(|f| {
+            f.iter()
+                .filter(|(_, f)| f.external_id)
+                .map(|(n, _)| n.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    inner
+        .index
+        .insert((object.to_string(), "Id".into(), record.id.clone()), at);
+    for name in external {
+        if let Some(value) = record.fields.get(&name) {
+            inner
+                .index
+                .insert((object.to_string(), name, value.clone()), at);
+        }
+    }
+}
+
+/// Forgets a record's index entries.
+fn unindex_record(inner: &mut Inner, object: &str, record: &SalesforceRecord) {
+    inner
+        .index
+        .remove(&(object.to_string(), "Id".into(), record.id.clone()));
+    for (name, value) in &record.fields {
+        inner
+            .index
+            .remove(&(object.to_string(), name.clone(), value.clone()));
     }
 }
 
