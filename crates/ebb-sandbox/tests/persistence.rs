@@ -116,3 +116,82 @@ async fn webhook_sandbox_takes_any_path_and_keeps_changes() -> anyhow::Result<()
     assert_eq!(receiver.changes()[0]["fields"]["a"], 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn salesforce_sandbox_runs_a_job_with_new_fields_and_keeps_the_records() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let options = SandboxOptions::in_dir(dir.path());
+    let sf = serve_with(Kind::Salesforce, any_port(), &options).await?;
+    let base = format!("{}/services/data/v62.0/jobs/ingest", sf.base_url());
+    let client = reqwest::Client::new();
+    let job: Value = client
+        .post(&base)
+        .bearer_auth("any")
+        .json(&json!({"object": "Contact", "operation": "upsert",
+                      "externalIdFieldName": "Account_Key__c", "contentType": "CSV"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["state"], "Open");
+    let put = client
+        .put(format!("{base}/{id}/batches"))
+        .bearer_auth("any")
+        .header("content-type", "text/csv")
+        .body("Account_Key__c,LastName,Plan__c\nk1,Doe,pro\nk2,,team\n")
+        .send()
+        .await?;
+    assert_eq!(put.status(), 201);
+    let closed: Value = client
+        .patch(format!("{base}/{id}/"))
+        .bearer_auth("any")
+        .json(&json!({"state": "UploadComplete"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(closed["state"], "UploadComplete");
+    let mut state = String::new();
+    for _ in 0..5 {
+        let info: Value = client
+            .get(format!("{base}/{id}/"))
+            .bearer_auth("any")
+            .send()
+            .await?
+            .json()
+            .await?;
+        state = info["state"].as_str().unwrap().to_string();
+        if state == "JobComplete" {
+            assert_eq!(info["numberRecordsFailed"], 1);
+            break;
+        }
+    }
+    assert_eq!(state, "JobComplete");
+    let failed = client
+        .get(format!("{base}/{id}/failedResults/"))
+        .bearer_auth("any")
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        failed.starts_with("\"sf__Id\",\"sf__Error\",\"Account_Key__c\""),
+        "{failed}"
+    );
+    assert!(failed.contains("REQUIRED_FIELD_MISSING"), "{failed}");
+    sf.shutdown().await?;
+
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("salesforce.json"),
+    )?)?;
+    let contacts = saved["records"]["Contact"].as_array().unwrap();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0]["fields"]["Plan__c"], "pro");
+    assert_eq!(
+        saved["schemas"]["Contact"]["Account_Key__c"]["external_id"],
+        true
+    );
+    Ok(())
+}

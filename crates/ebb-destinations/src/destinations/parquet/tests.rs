@@ -27,7 +27,9 @@ fn records_become_typed_columns_after_ebbs_own() {
         record(Operation::Delete, "3", json!({})),
     ])
     .unwrap();
-    let text = pretty_format_batches(&[b.clone()]).unwrap().to_string();
+    let text = pretty_format_batches(std::slice::from_ref(&b))
+        .unwrap()
+        .to_string();
     assert_eq!(
         text,
         "+---------+----------+---------+----------------------+------+------+-------+------+\n\
