@@ -258,5 +258,38 @@ mod tests {
                 .kind(),
             "webhook"
         );
+        let salesforce = DestinationConfig::Salesforce {
+            instance_url: "https://acme.my.salesforce.com".into(),
+            token: Secret::new("00D!token"),
+            api_version: Some("v61.0".into()),
+            timeout: None,
+        };
+        let d = AnyDestination::from_config("sfdc", &salesforce, dir).unwrap();
+        assert_eq!(d.kind(), "salesforce");
+        assert!(
+            !d.capabilities().supports(Operation::Insert),
+            "insert-only needs an external id, not Id"
+        );
+        let target = Target {
+            object: Some("Contact".into()),
+            match_field: Some("Ebb_Id__c".into()),
+        };
+        let d = AnyDestination::for_target("sfdc", &salesforce, dir, &target).unwrap();
+        assert!(d.capabilities().supports(Operation::Insert));
+        let postgres = DestinationConfig::Postgres {
+            url: Secret::new("postgres://ebb@127.0.0.1:5432/mart"),
+            schema: None,
+        };
+        let d = AnyDestination::from_config("mart", &postgres, dir).unwrap();
+        assert_eq!(
+            (d.kind(), d.capabilities().max_batch_records),
+            ("postgres", 5_000)
+        );
+        let parquet = DestinationConfig::Parquet {
+            path: "exports".into(),
+        };
+        let d = AnyDestination::from_config("lake", &parquet, dir).unwrap();
+        assert_eq!(d.kind(), "parquet");
+        assert!(!d.capabilities().partial_updates);
     }
 }
