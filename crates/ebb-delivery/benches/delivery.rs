@@ -1,4 +1,5 @@
-//! Delivery at each emulator's documented limit: records/s delivered, the share of the
+//! Delivery at each emulator's documented limit (HubSpot, a webhook receiver, Braze,
+//! Salesforce Bulk API 2.0): records/s delivered, the share of the
 //! allowed request rate used in steady state (after the first window's burst), throttled
 //! answers a minute, and the CPU that ebb's delivery thread spent per million records.
 //!
@@ -7,6 +8,8 @@
 //! batches into records, JSON, signing, HTTP, pacing.
 //!
 //!     cargo bench -p ebb-delivery --bench delivery      (EBB_BENCH_SECONDS, default 40)
+//!
+//! `EBB_BENCH_ONLY=salesforce` (a comma-separated list of emulator names) runs only those.
 //!
 //! Writes `benchmarks/results/delivery.json` in the benchmarks' report format; the peer
 //! column is the documented limit itself.
@@ -24,11 +27,13 @@ use ebb_destinations::destinations::braze::{
     BrazeConfig, BrazeDestination, MAX_OBJECTS, USERS_TRACK,
 };
 use ebb_destinations::destinations::hubspot::{self, HubspotConfig, HubspotDestination};
+use ebb_destinations::destinations::salesforce::{self, SalesforceConfig, SalesforceDestination};
 use ebb_destinations::destinations::webhook::{WebhookConfig, WebhookDestination};
 use ebb_destinations::{Destination, RateLimit};
 use ebb_testkit::emulators::RequestLog;
 use ebb_testkit::emulators::braze::BrazeEmulator;
 use ebb_testkit::emulators::hubspot::HubspotEmulator;
+use ebb_testkit::emulators::salesforce::SalesforceEmulator;
 use ebb_testkit::emulators::webhook::WebhookReceiver;
 use serde_json::json;
 use tokio::time::Instant;
@@ -37,6 +42,13 @@ use tokio::time::Instant;
 const BRAZE: RateLimit = RateLimit {
     requests: USERS_TRACK.requests / 10,
     per: Duration::from_secs(6),
+};
+
+/// Salesforce's documented API allocation, 100,000 requests a rolling day, at the same
+/// rate over a 21.6 s window (25 requests) so the run sees whole windows.
+const SALESFORCE: RateLimit = RateLimit {
+    requests: 25,
+    per: Duration::from_millis(21_600),
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -93,6 +105,7 @@ fn plan(name: &str, mapping: &[(&str, &str)], match_column: Option<&str>) -> Syn
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
         match_column: match_column.map(str::to_string),
+        changed_fields_only: true,
     }
 }
 
@@ -101,6 +114,8 @@ struct Case<'a, D> {
     destination: &'a D,
     limit: RateLimit,
     batch: usize,
+    /// HTTP requests one batch takes (a Salesforce job: 8).
+    requests_per_batch: usize,
     /// Syncs sharing the account, each delivering its share.
     syncs: usize,
     plan: SyncPlan,
@@ -121,7 +136,8 @@ struct Measured {
 
 async fn run<D: Destination>(case: Case<'_, D>, seconds: f64) -> Measured {
     let allowed_rps = case.limit.per_second();
-    let records = (allowed_rps * seconds * case.batch as f64) as usize;
+    let allowed_batches = allowed_rps / case.requests_per_batch as f64;
+    let records = (allowed_batches * seconds * case.batch as f64) as usize;
     let per_sync = records / case.syncs;
     let quotas = Quotas::new();
     let dlq = MemoryDeadLetters::new();
@@ -178,7 +194,7 @@ async fn run<D: Destination>(case: Case<'_, D>, seconds: f64) -> Measured {
         batch: case.batch,
         records: accepted,
         records_per_sec: accepted as f64 / elapsed,
-        allowed_records_per_sec: allowed_rps * case.batch as f64,
+        allowed_records_per_sec: allowed_batches * case.batch as f64,
         steady_utilization,
         throttled_per_min: throttled as f64 / (elapsed / 60.0),
         cpu_s_per_million: cpu / accepted as f64 * 1e6,
@@ -236,14 +252,23 @@ fn main() {
             let hook = WebhookReceiver::start(SECRET).await;
             let hubspot = HubspotEmulator::builder("pat-bench").start().await;
             let braze = BrazeEmulator::start("braze-bench", BRAZE.requests, BRAZE.per).await;
-            let emulators = Arc::new((hook, hubspot, braze));
+            let salesforce = SalesforceEmulator::builder("sf-bench")
+                .api_limit(SALESFORCE.requests, SALESFORCE.per)
+                .start()
+                .await;
+            let emulators = Arc::new((hook, hubspot, braze, salesforce));
             tx.send(emulators.clone()).unwrap();
             stop_rx.await.ok();
             drop(emulators);
         });
     });
     let emulators = rx.recv().unwrap();
-    let (hook, hubspot_emulator, braze) = (&emulators.0, &emulators.1, &emulators.2);
+    let (hook, hubspot_emulator, braze, salesforce) =
+        (&emulators.0, &emulators.1, &emulators.2, &emulators.3);
+    let only: Option<Vec<String>> = std::env::var("EBB_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -253,84 +278,130 @@ fn main() {
         let mut out = Vec::new();
 
         // HubSpot at the documented 190 requests / 10 s, 100 inputs a batch.
-        let mut config = HubspotConfig::new(Secret::new("pat-bench"), "contacts", "email");
-        config.base_url = url::Url::parse(&hubspot_emulator.base_url()).unwrap();
-        let dest = HubspotDestination::new(config).unwrap();
-        out.push(
-            run(
-                Case {
-                    name: "hubspot",
-                    destination: &dest,
-                    limit: hubspot::TEN_SECONDLY,
-                    batch: hubspot::MAX_BATCH_INPUTS,
-                    syncs: 1,
-                    plan: plan(
-                        "hubspot",
-                        &[("firstname", "firstname"), ("mrr", "mrr")],
-                        Some("email"),
-                    ),
-                    log: hubspot_emulator.log(),
-                },
-                seconds,
-            )
-            .await,
-        );
+        if wanted("hubspot") {
+            let mut config = HubspotConfig::new(Secret::new("pat-bench"), "contacts", "email");
+            config.base_url = url::Url::parse(&hubspot_emulator.base_url()).unwrap();
+            let dest = HubspotDestination::new(config).unwrap();
+            out.push(
+                run(
+                    Case {
+                        name: "hubspot",
+                        destination: &dest,
+                        limit: hubspot::TEN_SECONDLY,
+                        batch: hubspot::MAX_BATCH_INPUTS,
+                        syncs: 1,
+                        plan: plan(
+                            "hubspot",
+                            &[("firstname", "firstname"), ("mrr", "mrr")],
+                            Some("email"),
+                        ),
+                        log: hubspot_emulator.log(),
+                        requests_per_batch: 1,
+                    },
+                    seconds,
+                )
+                .await,
+            );
+        }
 
         // A webhook receiver that allows 50 messages a second, 100 changes a message.
-        let limit = RateLimit {
-            requests: 50,
-            per: Duration::from_secs(1),
-        };
-        hook.set_rate_limit(limit.requests, limit.per);
-        let mut config = WebhookConfig::new(&hook.url(), vec![Secret::new(SECRET)]).unwrap();
-        config.batch_size = 100;
-        config.rate_limit = Some(limit);
-        let dest = WebhookDestination::new(config).unwrap();
-        out.push(
-            run(
-                Case {
-                    name: "webhook",
-                    destination: &dest,
-                    limit,
-                    batch: 100,
-                    syncs: 1,
-                    plan: plan("webhook", &[], None),
-                    log: hook.log(),
-                },
-                seconds,
-            )
-            .await,
-        );
+        if wanted("webhook") {
+            let limit = RateLimit {
+                requests: 50,
+                per: Duration::from_secs(1),
+            };
+            hook.set_rate_limit(limit.requests, limit.per);
+            let mut config = WebhookConfig::new(&hook.url(), vec![Secret::new(SECRET)]).unwrap();
+            config.batch_size = 100;
+            config.rate_limit = Some(limit);
+            let dest = WebhookDestination::new(config).unwrap();
+            out.push(
+                run(
+                    Case {
+                        name: "webhook",
+                        destination: &dest,
+                        limit,
+                        batch: 100,
+                        syncs: 1,
+                        plan: plan("webhook", &[], None),
+                        log: hook.log(),
+                        requests_per_batch: 1,
+                    },
+                    seconds,
+                )
+                .await,
+            );
+        }
 
         // Braze /users/track at the documented rate (50,000 requests a minute) over a 6 s
         // window so the run sees whole windows; 75 objects a request; four syncs share the
         // workspace (one sync waits for each answer in turn).
-        let mut config = BrazeConfig::new(&braze.base_url(), Secret::new("braze-bench")).unwrap();
-        config.rate_limit = BRAZE;
-        let dest = BrazeDestination::new(config).unwrap();
-        out.push(
-            run(
-                Case {
-                    name: "braze",
-                    destination: &dest,
-                    limit: BRAZE,
-                    batch: MAX_OBJECTS,
-                    syncs: 4,
-                    plan: plan(
-                        "braze",
-                        &[
-                            ("email", "email"),
-                            ("firstname", "first_name"),
-                            ("mrr", "mrr"),
-                        ],
-                        None,
-                    ),
-                    log: braze.log(),
-                },
-                (seconds * 0.6).max(13.0),
+        if wanted("braze") {
+            let mut config =
+                BrazeConfig::new(&braze.base_url(), Secret::new("braze-bench")).unwrap();
+            config.rate_limit = BRAZE;
+            let dest = BrazeDestination::new(config).unwrap();
+            out.push(
+                run(
+                    Case {
+                        name: "braze",
+                        destination: &dest,
+                        limit: BRAZE,
+                        batch: MAX_OBJECTS,
+                        syncs: 4,
+                        plan: plan(
+                            "braze",
+                            &[
+                                ("email", "email"),
+                                ("firstname", "first_name"),
+                                ("mrr", "mrr"),
+                            ],
+                            None,
+                        ),
+                        log: braze.log(),
+                        requests_per_batch: 1,
+                    },
+                    (seconds * 0.6).max(13.0),
+                )
+                .await,
+            );
+        }
+
+        // Salesforce Bulk API 2.0 at the org's documented API rate (100,000 requests a
+        // day): one ingest job of 10,000 records a write, 8 requests each (create,
+        // upload, close, two polls, three result files); at least two whole windows.
+        if wanted("salesforce") {
+            let mut config = SalesforceConfig::new(
+                &salesforce.instance_url(),
+                Secret::new("sf-bench"),
+                "Contact",
+                "Ebb_Id__c",
             )
-            .await,
-        );
+            .unwrap();
+            config.rate_limits = vec![SALESFORCE];
+            config.poll_interval = Duration::from_millis(50);
+            let dest = SalesforceDestination::new(config).unwrap();
+            out.push(
+                run(
+                    Case {
+                        name: "salesforce",
+                        destination: &dest,
+                        limit: SALESFORCE,
+                        batch: salesforce::MAX_JOB_RECORDS,
+                        syncs: 1,
+                        plan: plan(
+                            "salesforce",
+                            &[("firstname", "LastName"), ("mrr", "MRR__c")],
+                            Some("email"),
+                        ),
+                        log: salesforce.log(),
+                        requests_per_batch: 8,
+                    },
+                    seconds.max(50.0),
+                )
+                .await,
+            );
+        }
         out
     });
     stop_tx.send(()).ok();

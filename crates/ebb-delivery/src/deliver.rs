@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::dlq::{DeadLetter, DeadLetters, DlqError};
-use crate::plan::{PlanError, SyncPlan, plan};
+use crate::plan::{PlanError, SyncPlan, plan_records};
 use crate::quota::{Flow, Priority, Quotas};
 use crate::retry::{Action, RetryPolicy, classify};
 
@@ -76,7 +76,9 @@ pub enum DeliveryError {
     DeadLetters(#[from] DlqError),
 }
 
-/// Plans the change batches with `plan` and delivers them (see [`deliver`]).
+/// Plans the change batches with `plan` and delivers them (see [`deliver`]). Updates
+/// carry only their changed fields when the plan asks for it and the destination takes
+/// partial updates.
 pub async fn deliver_changes<D: Destination, L: DeadLetters>(
     batches: &[ChangeBatch],
     sync_plan: &SyncPlan,
@@ -85,9 +87,10 @@ pub async fn deliver_changes<D: Destination, L: DeadLetters>(
     dead_letters: &L,
     options: &DeliveryOptions,
 ) -> Result<DeliveryReport, DeliveryError> {
+    let changed_only = sync_plan.changed_fields_only && destination.capabilities().partial_updates;
     let mut records = Vec::new();
     for batch in batches {
-        records.extend(plan(batch, sync_plan)?);
+        records.extend(plan_records(batch, sync_plan, changed_only)?);
     }
     deliver(records, destination, quotas, dead_letters, options).await
 }

@@ -10,11 +10,13 @@
 //!
 //! # Layout
 //! - [`plan`]: sync modes (upsert, update, insert, mirror, archive) and field mapping turn
-//!   change batches into records.
+//!   change batches into records; updates carry only their changed fields where the
+//!   destination takes partial updates.
 //! - [`idempotency`]: keys from a record's origin (`sync + key + row hash`, `slot + LSN +
 //!   index`).
 //! - [`quota`]: per-account pacing from the documented limits, AIMD on 429, rate headers,
-//!   fair shares between tenants and between a tenant's syncs, real-time first.
+//!   fair shares (counted in requests) between the tenants of an account and between a
+//!   tenant's syncs, real-time first.
 //! - [`retry`]: the retry class of a failure and the backoff policy.
 //! - [`dlq`]: the [`DeadLetters`] trait and an in-memory store.
 //! - [`deliver`](mod@deliver): the loop.

@@ -7,6 +7,15 @@
 //! | insert | insert | — | — |
 //! | mirror | upsert | upsert | delete |
 //! | archive | upsert | upsert | archive |
+//!
+//! **Only changed fields.** An update whose change carries `_ebb_changed` (the diff knows
+//! which columns changed) is sent with only the mapped fields of those columns when
+//! [`SyncPlan::changed_fields_only`] is on (the default for every mode that sends
+//! updates) and the destination takes partial updates
+//! ([`Capabilities::partial_updates`](ebb_destinations::Capabilities::partial_updates):
+//! HubSpot, Salesforce, Braze, Postgres; not a webhook or a Parquet export, whose messages
+//! stand for the whole record). Inserts, and updates without `_ebb_changed`, carry every
+//! mapped field. An update none of whose mapped columns changed is not sent.
 
 use arrow::array::RecordBatch;
 use arrow::json::WriterBuilder;
@@ -30,6 +39,8 @@ pub struct SyncPlan {
     /// The source column whose value finds the record in the destination (`match.source`);
     /// without one, the entity's key (`_ebb_key`).
     pub match_column: Option<String>,
+    /// Send updates with only their changed fields (see the module docs). On by default.
+    pub changed_fields_only: bool,
 }
 
 /// Why changes cannot be planned.
@@ -58,6 +69,7 @@ impl SyncPlan {
                 .map(|m| (m.from.value.clone(), m.to.value.clone()))
                 .collect(),
             match_column: sync.match_on.as_ref().map(|m| m.source.value.clone()),
+            changed_fields_only: true,
         }
     }
 
@@ -103,7 +115,18 @@ impl SyncPlan {
 }
 
 /// The records for one change batch, in order; changes the mode skips are left out.
+/// Updates carry only their changed fields when the plan asks for it (the destination
+/// is not consulted: [`deliver_changes`](crate::deliver_changes) does that).
 pub fn plan(batch: &ChangeBatch, plan: &SyncPlan) -> Result<Vec<Record>, PlanError> {
+    plan_records(batch, plan, plan.changed_fields_only)
+}
+
+/// [`plan`], with `changed_only` deciding whether updates carry only changed fields.
+pub fn plan_records(
+    batch: &ChangeBatch,
+    plan: &SyncPlan,
+    changed_only: bool,
+) -> Result<Vec<Record>, PlanError> {
     let entity = batch.entity();
     let schema = entity.schema();
     let mapping: Vec<(String, String)> = if plan.mapping.is_empty() {
@@ -139,14 +162,21 @@ pub fn plan(batch: &ChangeBatch, plan: &SyncPlan) -> Result<Vec<Record>, PlanErr
             },
             None => key.clone(),
         };
+        let changed = (changed_only && batch.op(i) == Op::Update)
+            .then(|| batch.changed(i))
+            .flatten();
         let fields: Map<String, Value> = if op.removes() {
             Map::new()
         } else {
             mapping
                 .iter()
+                .filter(|(from, _)| changed.as_ref().is_none_or(|c| c.contains(from)))
                 .map(|(from, to)| (to.clone(), row.get(from).cloned().unwrap_or(Value::Null)))
                 .collect()
         };
+        if changed.is_some() && fields.is_empty() {
+            continue;
+        }
         let idempotency_key = match &plan.origin {
             Origin::Sync { name } => {
                 idempotency::for_sync(name, &key, &idempotency::row_hash(op, &fields))
@@ -226,6 +256,7 @@ mod tests {
             mode,
             mapping: vec![("mrr".into(), "monthly_revenue".into())],
             match_column: Some("email".into()),
+            changed_fields_only: true,
         }
     }
 
@@ -259,6 +290,27 @@ mod tests {
         let again = plan(&changes(), &sync_plan(SyncMode::Mirror)).unwrap();
         assert_eq!(records, again);
         assert_ne!(records[0].idempotency_key, records[1].idempotency_key);
+    }
+
+    #[test]
+    fn updates_carry_only_changed_fields_when_asked() {
+        let mut p = sync_plan(SyncMode::Upsert);
+        p.mapping.push(("email".into(), "email".into()));
+        let records = plan(&changes(), &p).unwrap();
+        // Row 2 is an update whose `_ebb_changed` is [mrr].
+        assert_eq!(
+            records[1].fields.keys().collect::<Vec<_>>(),
+            vec!["monthly_revenue"]
+        );
+        assert_eq!(records[0].fields.len(), 2, "inserts carry every field");
+        let all = plan_records(&changes(), &p, false).unwrap();
+        assert_eq!(all[1].fields.len(), 2);
+        assert_ne!(all[1].idempotency_key, records[1].idempotency_key);
+        // An update none of whose mapped columns changed is not sent.
+        p.mapping = vec![("email".into(), "email".into())];
+        let records = plan(&changes(), &p).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].key, "1");
     }
 
     #[test]

@@ -2,7 +2,17 @@
 //!
 //! Each account (a HubSpot portal's token, a Braze workspace, ...) gets one
 //! [`AccountQuota`], shared by every sync and tenant that uses it. It holds one
-//! [`Bucket`] per documented limit and grants requests in a fair order:
+//! [`Bucket`] per documented limit and grants requests in a fair order.
+//!
+//! **Keyed by (tenant, destination account).** The documented limit belongs to the
+//! destination account — HubSpot counts a portal's requests whoever sends them — so the
+//! buckets that pace requests are the account's, and two tenants whose syncs use the same
+//! account can never together exceed its limit. Inside the account each tenant has its
+//! own share (its grants are counted per tenant), so each (tenant, account) pair gets a
+//! fair part of the account's rate; tenants with their own accounts (the usual case)
+//! have their own buckets, because an account is identified by its credentials and base
+//! URL ([`Destination::account`](ebb_destinations::Destination::account)).
+//!
 //!
 //! - **Pacing.** A bucket holds as many tokens as its limit allows in one window. A token
 //!   is taken when a request is granted and comes back one window after the request's
@@ -16,9 +26,11 @@
 //! - **Rate headers.** When the destination says fewer requests remain than the bucket
 //!   thinks (someone else spends the same account), the bucket takes the difference as
 //!   spent.
-//! - **Fairness.** Waiting requests are granted tenant by tenant, the tenant that has had
-//!   the fewest grants first (a tenant that was idle starts level with the others, not
-//!   with credit). Inside a tenant, real-time (CDC) flows go before bulk ones, and flows of
+//! - **Fairness.** Waiting requests are granted tenant by tenant, the tenant that has
+//!   spent the fewest requests first, counting each write by its cost in requests (a
+//!   HubSpot archive is two, a Salesforce job eight), so a sync of costly writes does not
+//!   get more than its share; a tenant that was idle starts level with the others, not
+//!   with credit. Inside a tenant, real-time (CDC) flows go before bulk ones, and flows of
 //!   the same priority take turns the same way.
 //!
 //! Time is tokio's clock, so tests drive it with `tokio::time::pause`.
@@ -170,6 +182,18 @@ struct Waiter {
     tokens: usize,
 }
 
+/// A tenant or flow counts as idle (and starts level with the others when it comes back)
+/// after this long without a request waiting, in flight or answered. Between the
+/// requests of a steady sender it is never idle, so its share is kept.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Requests of a tenant or flow in flight, and when it was last granted or answered.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    in_flight: usize,
+    last: Instant,
+}
+
 #[derive(Debug)]
 struct State {
     buckets: Vec<Bucket>,
@@ -178,6 +202,8 @@ struct State {
     next_ticket: u64,
     tenant_grants: HashMap<String, u64>,
     flow_grants: HashMap<Flow, u64>,
+    tenant_activity: HashMap<String, Activity>,
+    flow_activity: HashMap<Flow, Activity>,
     throttles: u64,
 }
 
@@ -202,16 +228,22 @@ impl State {
             .map(|(t, _)| *t)
     }
 
-    /// A tenant or flow that starts waiting starts level with the least-served one that is
-    /// already waiting, so idle time is not saved up as credit.
-    fn level(&mut self, flow: &Flow) {
+    /// A tenant or flow that comes back after being idle ([`IDLE_AFTER`]) starts level
+    /// with the least-served one that is waiting, so idle time is not saved up as credit.
+    fn level(&mut self, flow: &Flow, now: Instant) {
+        let idle = |a: Option<&Activity>| {
+            a.is_none_or(|a| a.in_flight == 0 && now.duration_since(a.last) >= IDLE_AFTER)
+        };
+        let tenant_idle = idle(self.tenant_activity.get(&flow.tenant));
+        let flow_idle = idle(self.flow_activity.get(flow));
         let tenant_floor = self
             .waiting
             .values()
             .filter_map(|w| self.tenant_grants.get(&w.flow.tenant))
             .min()
             .copied();
-        if !self.waiting.values().any(|w| w.flow.tenant == flow.tenant)
+        if tenant_idle
+            && !self.waiting.values().any(|w| w.flow.tenant == flow.tenant)
             && let Some(floor) = tenant_floor
         {
             let g = self.tenant_grants.entry(flow.tenant.clone()).or_default();
@@ -224,7 +256,8 @@ impl State {
             .filter_map(|w| self.flow_grants.get(&w.flow))
             .min()
             .copied();
-        if !self.waiting.values().any(|w| &w.flow == flow)
+        if flow_idle
+            && !self.waiting.values().any(|w| &w.flow == flow)
             && let Some(floor) = flow_floor
         {
             let g = self.flow_grants.entry(flow.clone()).or_default();
@@ -279,6 +312,8 @@ impl AccountQuota {
                 next_ticket: 0,
                 tenant_grants: HashMap::new(),
                 flow_grants: HashMap::new(),
+                tenant_activity: HashMap::new(),
+                flow_activity: HashMap::new(),
                 throttles: 0,
             }),
             changed: Notify::new(),
@@ -290,7 +325,7 @@ impl AccountQuota {
     pub async fn acquire(&self, flow: &Flow, tokens: usize) -> Permit<'_> {
         let mut ticket = {
             let mut s = self.state.lock().unwrap();
-            s.level(flow);
+            s.level(flow, Instant::now());
             let id = s.next_ticket;
             s.next_ticket += 1;
             s.waiting.insert(
@@ -320,14 +355,30 @@ impl AccountQuota {
                         for bucket in &mut s.buckets {
                             bucket.take(waiter.tokens);
                         }
-                        *s.tenant_grants.entry(flow.tenant.clone()).or_default() += 1;
-                        *s.flow_grants.entry(flow.clone()).or_default() += 1;
+                        // Shares are counted in requests, not writes.
+                        let cost = waiter.tokens as u64;
+                        *s.tenant_grants.entry(flow.tenant.clone()).or_default() += cost;
+                        *s.flow_grants.entry(flow.clone()).or_default() += cost;
+                        let start = Activity {
+                            in_flight: 0,
+                            last: now,
+                        };
+                        let t = s
+                            .tenant_activity
+                            .entry(flow.tenant.clone())
+                            .or_insert(start);
+                        t.in_flight += 1;
+                        t.last = now;
+                        let f = s.flow_activity.entry(flow.clone()).or_insert(start);
+                        f.in_flight += 1;
+                        f.last = now;
                         ticket.granted = true;
                         drop(s);
                         self.changed.notify_waiters();
                         return Permit {
                             quota: self,
                             tokens,
+                            flow: flow.clone(),
                         };
                     }
                     at
@@ -347,12 +398,20 @@ impl AccountQuota {
         }
     }
 
-    fn complete(&self, tokens: usize) {
+    fn complete(&self, tokens: usize, flow: &Flow) {
         let now = Instant::now();
         {
             let mut s = self.state.lock().unwrap();
             for bucket in &mut s.buckets {
                 bucket.complete(now, tokens);
+            }
+            if let Some(t) = s.tenant_activity.get_mut(&flow.tenant) {
+                t.in_flight = t.in_flight.saturating_sub(1);
+                t.last = now;
+            }
+            if let Some(f) = s.flow_activity.get_mut(flow) {
+                f.in_flight = f.in_flight.saturating_sub(1);
+                f.last = now;
             }
         }
         self.changed.notify_waiters();
@@ -410,6 +469,7 @@ impl AccountQuota {
 pub struct Permit<'a> {
     quota: &'a AccountQuota,
     tokens: usize,
+    flow: Flow,
 }
 
 impl Permit<'_> {
@@ -419,7 +479,7 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        self.quota.complete(self.tokens);
+        self.quota.complete(self.tokens, &self.flow);
     }
 }
 
@@ -504,6 +564,35 @@ mod tests {
         b.align(t0, 2);
         assert_eq!(b.available_at(t0, 2), Some(t0));
         assert!(b.available_at(t0, 3).unwrap() > t0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shares_count_requests_not_writes() {
+        // Tenant a's writes cost two requests each (e.g. HubSpot archives), tenant b's one.
+        let quota = Arc::new(AccountQuota::new(&[limit(12, 1)]));
+        let spent = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        let mut tasks = Vec::new();
+        for (tenant, cost) in [("a", 2), ("b", 1)] {
+            let (quota, spent) = (quota.clone(), spent.clone());
+            tasks.push(tokio::spawn(async move {
+                let flow = Flow::new(tenant, "sync", Priority::Bulk);
+                loop {
+                    quota.acquire(&flow, cost).await.complete();
+                    *spent.lock().unwrap().entry(tenant.to_string()).or_default() += cost;
+                }
+            }));
+        }
+        // The first window's burst goes to whoever asks first; count the steady state.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let early = spent.lock().unwrap().clone();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let late = spent.lock().unwrap().clone();
+        let (a, b) = (late["a"] - early["a"], late["b"] - early["b"]);
+        assert!(a + b >= 110, "the limit is used: a {a}, b {b}");
+        assert!(a.abs_diff(b) <= 4, "requests: a {a}, b {b}");
+        for t in tasks {
+            t.abort();
+        }
     }
 
     #[tokio::test(start_paused = true)]

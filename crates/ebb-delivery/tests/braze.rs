@@ -37,6 +37,7 @@ fn plan() -> SyncPlan {
             ("mrr".into(), "mrr".into()),
         ],
         match_column: None,
+        changed_fields_only: true,
     }
 }
 

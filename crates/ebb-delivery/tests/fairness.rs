@@ -57,6 +57,7 @@ async fn tenants_sharing_an_account_get_fair_shares_within_the_documented_rate()
         mode: SyncMode::Upsert,
         mapping: vec![("mrr".into(), "mrr".into())],
         match_column: Some("email".into()),
+        changed_fields_only: true,
     };
     let quotas = Quotas::new();
     let (dlq_a, dlq_b) = (MemoryDeadLetters::new(), MemoryDeadLetters::new());

@@ -40,6 +40,7 @@ fn plan(mode: SyncMode) -> SyncPlan {
             ("mrr".into(), "mrr".into()),
         ],
         match_column: Some("email".into()),
+        changed_fields_only: true,
     }
 }
 

@@ -4,6 +4,7 @@
 mod braze;
 mod fairness;
 mod hubspot;
+mod salesforce;
 mod webhook;
 
 use std::sync::Arc;

@@ -53,6 +53,7 @@ async fn every_valid_change_applies_once_and_invalid_ones_wait_in_the_dlq() {
             ("mrr".into(), "mrr".into()),
         ],
         match_column: None,
+        changed_fields_only: true,
     };
     let quotas = Quotas::new();
     let dlq = MemoryDeadLetters::new();
@@ -129,6 +130,7 @@ async fn gone_endpoints_stop_the_delivery_and_keep_the_records() {
         mode: SyncMode::Mirror,
         mapping: vec![],
         match_column: None,
+        changed_fields_only: true,
     };
     let dlq = MemoryDeadLetters::new();
     let report = deliver_changes(

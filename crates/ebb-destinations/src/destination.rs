@@ -171,6 +171,10 @@ pub struct Capabilities {
     /// The account's documented limits; the tightest one paces requests.
     pub rate_limits: Vec<RateLimit>,
     pub idempotency: Idempotency,
+    /// An update may carry only the fields that changed: the destination leaves the other
+    /// fields as they are (CRM APIs, a table's `UPDATE`). False where a message stands for
+    /// the whole record (a webhook's after-image, a Parquet export's rows).
+    pub partial_updates: bool,
 }
 
 impl Capabilities {

@@ -1,6 +1,9 @@
 //! Integration tests of ebb-destinations against the testkit's SaaS API emulators.
 
 mod hubspot;
+mod parquet;
+mod postgres;
+mod salesforce;
 mod webhook;
 
 use ebb_destinations::{Operation, Record};

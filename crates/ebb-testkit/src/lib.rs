@@ -42,9 +42,12 @@
 //!   - `error`: [`PgClusterError`].
 //! - [`emulators`]: SaaS APIs on `127.0.0.1:0` that follow their public documentation
 //!   (batch limits, rate limits with 429s, per-record errors), keep the records they hold,
-//!   and inject faults (5xx, timeouts, dropped connections) on demand.
+//!   and inject faults (5xx, timeouts, dropped connections) on demand. They live in
+//!   `ebb-sandbox` (which ships in the binary for the quickstart) and are re-exported here.
 
-pub mod emulators;
 pub mod postgres;
+
+/// The SaaS API emulators of `ebb-sandbox`, under their testkit name.
+pub use ebb_sandbox as emulators;
 
 pub use postgres::{PgCluster, PgClusterBuilder, PgClusterError, TestDatabase};

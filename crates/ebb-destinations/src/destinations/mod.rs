@@ -5,4 +5,7 @@
 
 pub mod braze;
 pub mod hubspot;
+pub mod parquet;
+pub mod postgres;
+pub mod salesforce;
 pub mod webhook;

@@ -54,6 +54,7 @@ impl Destination for BrazeDestination {
             operations: vec![Operation::Upsert, Operation::Update],
             rate_limits: vec![self.config.rate_limit],
             idempotency: Idempotency::ByRecordId,
+            partial_updates: true,
         }
     }
 

@@ -131,6 +131,7 @@ impl Destination for HubspotDestination {
             ],
             rate_limits: self.config.rate_limits.clone(),
             idempotency: Idempotency::ByRecordId,
+            partial_updates: true,
         }
     }
 

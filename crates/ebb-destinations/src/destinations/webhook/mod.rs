@@ -76,6 +76,7 @@ impl Destination for WebhookDestination {
             ],
             rate_limits: self.config.rate_limit.into_iter().collect(),
             idempotency: Idempotency::Keyed,
+            partial_updates: false,
         }
     }
 

@@ -17,8 +17,16 @@
 //! values must look like an email address. Each object counts its `writes` (requests that
 //! applied to it) and `versions` (writes that changed it), so a test can tell a harmless
 //! repeated upsert from a duplicate.
+//!
+//! As a sandbox ([`HubspotBuilder::any_token`], [`HubspotBuilder::lenient`],
+//! [`HubspotBuilder::state_file`]) it takes any bearer token, creates a text property the
+//! first time a request writes one (a unique one when it is used as `idProperty`) where
+//! real HubSpot would answer "Property does not exist", and keeps its records in a JSON
+//! file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,10 +35,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Faults, LoggedRequest, RequestLog, Server, SlidingWindow};
+use crate::state_file::StateFile;
+use crate::{Faults, LoggedRequest, RequestLog, SandboxError, Server, SlidingWindow};
 
 /// Inputs in one batch request at most.
 pub const MAX_BATCH_INPUTS: usize = 100;
@@ -41,21 +51,23 @@ pub const TEN_SECONDS: Duration = Duration::from_secs(10);
 pub const DAILY_LIMIT: u32 = 1_000_000;
 
 /// The type of a property's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PropertyType {
     Text,
     Number,
     Email,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Property {
+    #[serde(rename = "type")]
     kind: PropertyType,
     unique: bool,
 }
 
 /// One CRM record as the emulator holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubspotObject {
     pub id: String,
     pub properties: BTreeMap<String, String>,
@@ -80,19 +92,34 @@ struct Inner {
 
 #[derive(Debug)]
 struct Shared {
-    token: String,
+    /// `None`: any bearer token.
+    token: Option<String>,
+    lenient: bool,
+    state: Option<StateFile>,
     faults: Faults,
     log: RequestLog,
     inner: Mutex<Inner>,
 }
 
+impl Shared {
+    fn save(&self) -> Result<(), SandboxError> {
+        match &self.state {
+            Some(file) => file.save(|| snapshot(&self.inner.lock().unwrap())),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Builds an emulator: object types, their properties, the token and the limits.
 #[derive(Debug)]
 pub struct HubspotBuilder {
-    token: String,
+    token: Option<String>,
     schemas: HashMap<String, HashMap<String, Property>>,
     limit: (u32, Duration),
     daily: u32,
+    lenient: bool,
+    addr: SocketAddr,
+    state: Option<PathBuf>,
 }
 
 impl HubspotBuilder {
@@ -122,28 +149,138 @@ impl HubspotBuilder {
         self
     }
 
+    /// Accept any bearer token (a sandbox).
+    pub fn any_token(mut self) -> Self {
+        self.token = None;
+        self
+    }
+
+    /// Create unknown properties on first write instead of refusing them (a sandbox).
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
+    }
+
+    /// Listen on `addr` instead of `127.0.0.1:0`.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Load the records from this JSON file (when it exists) and save them to it after
+    /// every change.
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state = Some(path.into());
+        self
+    }
+
+    /// Starts the emulator; panics when it cannot (for tests).
     pub async fn start(self) -> HubspotEmulator {
+        self.try_start().await.expect("start the HubSpot emulator")
+    }
+
+    pub async fn try_start(self) -> Result<HubspotEmulator, SandboxError> {
+        let mut inner = Inner {
+            schemas: self.schemas,
+            objects: HashMap::new(),
+            index: HashMap::new(),
+            next_id: 1001,
+            window: SlidingWindow::new(self.limit.0, self.limit.1),
+            daily: SlidingWindow::new(self.daily, Duration::from_secs(86_400)),
+        };
+        let state = self.state.map(StateFile::new);
+        if let Some(file) = &state
+            && let Some(saved) = file.load()?
+        {
+            restore(&mut inner, saved).map_err(|message| SandboxError::State {
+                path: file.path().to_path_buf(),
+                message,
+            })?;
+        }
         let shared = Arc::new(Shared {
             token: self.token,
+            lenient: self.lenient,
+            state,
             faults: Faults::default(),
             log: RequestLog::default(),
-            inner: Mutex::new(Inner {
-                schemas: self.schemas,
-                objects: HashMap::new(),
-                index: HashMap::new(),
-                next_id: 1001,
-                window: SlidingWindow::new(self.limit.0, self.limit.1),
-                daily: SlidingWindow::new(self.daily, Duration::from_secs(86_400)),
-            }),
+            inner: Mutex::new(inner),
         });
         let router = Router::new()
             .route("/crm/v3/objects/{object_type}/batch/{action}", post(batch))
             .with_state(shared.clone());
-        HubspotEmulator {
-            server: Server::start(router).await,
-            shared,
+        let server =
+            Server::bind(router, self.addr)
+                .await
+                .map_err(|source| SandboxError::Bind {
+                    addr: self.addr,
+                    source,
+                })?;
+        Ok(HubspotEmulator { server, shared })
+    }
+}
+
+/// What the state file holds: property definitions, records, the next record id.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    schemas: BTreeMap<String, BTreeMap<String, Property>>,
+    objects: BTreeMap<String, Vec<HubspotObject>>,
+    next_id: u64,
+}
+
+fn snapshot(inner: &Inner) -> Value {
+    let saved = Saved {
+        schemas: inner
+            .schemas
+            .iter()
+            .map(|(t, props)| (t.clone(), props.clone().into_iter().collect()))
+            .collect(),
+        objects: inner.objects.clone().into_iter().collect(),
+        next_id: inner.next_id,
+    };
+    serde_json::to_value(saved).expect("the state serializes")
+}
+
+fn restore(inner: &mut Inner, saved: Value) -> Result<(), String> {
+    let saved: Saved = serde_json::from_value(saved).map_err(|e| {
+        format!("not a HubSpot sandbox state ({e}); fix the file or delete it to start empty")
+    })?;
+    for (object_type, props) in saved.schemas {
+        inner.schemas.entry(object_type).or_default().extend(props);
+    }
+    inner.objects = saved.objects.into_iter().collect();
+    inner.next_id = saved.next_id;
+    inner.index.clear();
+    let objects = inner.objects.clone();
+    for (object_type, list) in &objects {
+        for (at, object) in list.iter().enumerate().filter(|(_, o)| !o.archived) {
+            reindex(inner, object_type, object, at);
         }
     }
+    Ok(())
+}
+
+/// Indexes a live record's unique properties and `hs_object_id` at position `at`.
+fn reindex(inner: &mut Inner, object_type: &str, object: &HubspotObject, at: usize) {
+    let schema = inner.schemas.get(object_type);
+    let unique: Vec<(String, String)> = object
+        .properties
+        .iter()
+        .filter(|(name, _)| schema.and_then(|s| s.get(*name)).is_some_and(|p| p.unique))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    for (name, value) in unique {
+        inner
+            .index
+            .insert((object_type.to_string(), name, value), at);
+    }
+    inner.index.insert(
+        (
+            object_type.to_string(),
+            "hs_object_id".into(),
+            object.id.clone(),
+        ),
+        at,
+    );
 }
 
 /// A running HubSpot emulator at [`HubspotEmulator::base_url`].
@@ -159,10 +296,13 @@ impl HubspotEmulator {
     /// `mrr`).
     pub fn builder(token: &str) -> HubspotBuilder {
         HubspotBuilder {
-            token: token.to_string(),
+            token: Some(token.to_string()),
             schemas: HashMap::new(),
             limit: (TEN_SECONDLY_LIMIT, TEN_SECONDS),
             daily: DAILY_LIMIT,
+            lenient: false,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state: None,
         }
         .property("contacts", "email", PropertyType::Email, true)
         .property("contacts", "firstname", PropertyType::Text, false)
@@ -176,6 +316,15 @@ impl HubspotEmulator {
 
     pub fn base_url(&self) -> String {
         self.server.base_url()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Writes the state file now (it is also written after every change).
+    pub fn save(&self) -> Result<(), SandboxError> {
+        self.shared.save()
     }
 
     pub fn faults(&self) -> &Faults {
@@ -265,7 +414,11 @@ async fn handle(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if auth != format!("Bearer {}", shared.token) {
+    let token_ok = match &shared.token {
+        Some(token) => auth == format!("Bearer {token}"),
+        None => auth.starts_with("Bearer ") && auth.len() > "Bearer ".len(),
+    };
+    if !token_ok {
         return (
             false,
             hubspot_error(
@@ -370,12 +523,58 @@ async fn dispatch(
     }
     let resp = {
         let mut inner = shared.inner.lock().unwrap();
+        if shared.lenient {
+            create_missing_properties(&mut inner, object_type, body.as_ref());
+        }
         apply(&mut inner, object_type, action, body)
     };
+    if action != "read"
+        && resp.status().is_success()
+        && let Err(err) = shared.save()
+    {
+        tracing::error!(error = %err, "cannot save the HubSpot sandbox state");
+    }
     if shared.faults.after_apply(fault).await {
         return (false, StatusCode::GATEWAY_TIMEOUT.into_response());
     }
     (false, with_headers(resp, rate))
+}
+
+/// A sandbox's leniency: the object type, the `idProperty` (unique) and every written
+/// property are created as text properties when missing.
+fn create_missing_properties(inner: &mut Inner, object_type: &str, body: Option<&Value>) {
+    let Some(body) = body else { return };
+    let schema = inner.schemas.entry(object_type.to_string()).or_default();
+    let inputs = body.get("inputs").and_then(Value::as_array);
+    let id_properties = body
+        .get("idProperty")
+        .into_iter()
+        .chain(
+            inputs
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("idProperty")),
+        )
+        .filter_map(Value::as_str);
+    for name in id_properties.filter(|n| *n != "hs_object_id") {
+        schema.entry(name.to_string()).or_insert(Property {
+            kind: PropertyType::Text,
+            unique: true,
+        });
+    }
+    for input in inputs.into_iter().flatten() {
+        for name in input
+            .get("properties")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|p| p.keys())
+        {
+            schema.entry(name.clone()).or_insert(Property {
+                kind: PropertyType::Text,
+                unique: false,
+            });
+        }
+    }
 }
 
 /// One input's problem, reported against its `objectWriteTraceId`.

@@ -1,7 +1,12 @@
-//! SaaS API emulators: real HTTP servers on `127.0.0.1:0` that follow each API's public
-//! documentation closely enough to test delivery against: batch-size errors, documented
-//! rate limits answered with 429 and `Retry-After`, per-record validation errors, and
-//! switches that inject 5xx answers, timeouts and dropped connections.
+//! Local stand-ins for the SaaS APIs ebb delivers to: real HTTP servers that follow each
+//! API's public documentation closely enough to test delivery against (batch-size errors,
+//! documented rate limits answered with 429 and `Retry-After`, per-record validation
+//! errors) and switches that inject 5xx answers, timeouts and dropped connections.
+//!
+//! Two users: tests (through `ebb-testkit`, which re-exports this crate as `emulators`)
+//! start an emulator on `127.0.0.1:0`; the quickstart starts one on a fixed address with
+//! [`serve`] and keeps what it holds in a JSON file (`.ebb/sandbox/hubspot.json`), so a
+//! person can look at what the "CRM" got and a second run sees the first run's records.
 //!
 //! Every emulator keeps what it holds and how many times each record was applied, so a
 //! test checks exactly-once effect by the emulator's own state.
@@ -9,14 +14,24 @@
 //! # Layout
 //! - this module: [`Faults`] (what goes wrong next), [`SlidingWindow`] (a documented rate
 //!   limit, enforced over any window), [`RequestLog`] and serving a router.
+//! - [`sandbox`]: [`serve`] an emulator of a [`Kind`] on an address, with its state in a
+//!   folder ([`SandboxOptions`]); the running [`Sandbox`].
+//! - [`state_file`]: loading and atomically saving an emulator's state as JSON.
 //! - [`webhook`]: a Standard Webhooks receiver that verifies signatures and deduplicates
 //!   on `webhook-id`.
 //! - [`hubspot`]: HubSpot CRM objects: batch upsert, update, read by `idProperty`, archive.
+//! - [`salesforce`]: Salesforce Bulk API 2.0 ingest jobs (CSV upload, close, poll,
+//!   successful/failed/unprocessed results) and the SOQL query that finds record ids.
 //! - [`braze`]: Braze `/users/track` user attributes by `external_id`.
 
 pub mod braze;
 pub mod hubspot;
+pub mod salesforce;
+pub mod sandbox;
+pub mod state_file;
 pub mod webhook;
+
+pub use sandbox::{Kind, Sandbox, SandboxError, SandboxOptions, serve, serve_with};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -283,14 +298,19 @@ pub struct Server {
 impl Server {
     /// Serves `router` on `127.0.0.1:0`.
     pub async fn start(router: Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Server::bind(router, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("bound address");
+            .expect("bind 127.0.0.1:0")
+    }
+
+    /// Serves `router` on `addr` (port 0: any free port).
+    pub async fn bind(router: Router, addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             axum::serve(listener, router).await.ok();
         });
-        Server { addr, task }
+        Ok(Server { addr, task })
     }
 
     pub fn base_url(&self) -> String {

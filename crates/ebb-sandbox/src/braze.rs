@@ -7,8 +7,13 @@
 //!
 //! `email` must look like an email address and `external_id` must be present; each user
 //! counts its `writes` and `versions` (writes that changed it).
+//!
+//! As a sandbox ([`BrazeOptions`]) it listens on a given address, may take any API key,
+//! and keeps its users in a JSON file.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,10 +22,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::{Faults, LoggedRequest, RequestLog, Server, SlidingWindow};
+use crate::state_file::StateFile;
+use crate::{Faults, LoggedRequest, RequestLog, SandboxError, Server, SlidingWindow};
 
 /// Objects of each kind in one request at most.
 pub const MAX_OBJECTS: usize = 75;
@@ -28,7 +35,7 @@ pub const MAX_OBJECTS: usize = 75;
 pub const REQUESTS_PER_MINUTE: u32 = 50_000;
 
 /// A user profile as the emulator holds it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BrazeUser {
     pub attributes: BTreeMap<String, Value>,
     pub writes: u32,
@@ -43,7 +50,9 @@ struct Inner {
 
 #[derive(Debug)]
 struct Shared {
-    api_key: String,
+    /// `None`: any key.
+    api_key: Option<String>,
+    state: Option<StateFile>,
     faults: Faults,
     log: RequestLog,
     inner: Mutex<Inner>,
@@ -56,30 +65,116 @@ pub struct BrazeEmulator {
     shared: Arc<Shared>,
 }
 
+/// How an emulator starts.
+#[derive(Debug, Clone)]
+pub struct BrazeOptions {
+    /// The REST API key it takes; `None`: any.
+    pub api_key: Option<String>,
+    /// `limit` requests a `per` (Braze documents [`REQUESTS_PER_MINUTE`] a minute).
+    pub limit: u32,
+    pub per: Duration,
+    pub addr: SocketAddr,
+    /// Load the users from this JSON file and save them after every change.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for BrazeOptions {
+    fn default() -> Self {
+        BrazeOptions {
+            api_key: None,
+            limit: REQUESTS_PER_MINUTE,
+            per: Duration::from_secs(60),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_file: None,
+        }
+    }
+}
+
+impl Shared {
+    fn save(&self) -> Result<(), SandboxError> {
+        match &self.state {
+            Some(file) => file.save(|| {
+                let users: BTreeMap<String, BrazeUser> = self
+                    .inner
+                    .lock()
+                    .unwrap()
+                    .users
+                    .clone()
+                    .into_iter()
+                    .collect();
+                json!({ "users": users })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl BrazeEmulator {
     /// Starts an emulator that accepts `api_key`, limited to `limit` requests a `per`
     /// (Braze documents [`REQUESTS_PER_MINUTE`] a minute).
     pub async fn start(api_key: &str, limit: u32, per: Duration) -> BrazeEmulator {
+        BrazeEmulator::start_with(BrazeOptions {
+            api_key: Some(api_key.to_string()),
+            limit,
+            per,
+            ..BrazeOptions::default()
+        })
+        .await
+        .expect("start the Braze emulator")
+    }
+
+    pub async fn start_with(options: BrazeOptions) -> Result<BrazeEmulator, SandboxError> {
+        let state = options.state_file.map(StateFile::new);
+        let mut users = HashMap::new();
+        if let Some(file) = &state
+            && let Some(saved) = file.load()?
+        {
+            #[derive(Deserialize)]
+            struct Saved {
+                users: HashMap<String, BrazeUser>,
+            }
+            let saved: Saved = serde_json::from_value(saved).map_err(|e| SandboxError::State {
+                path: file.path().to_path_buf(),
+                message: format!(
+                    "not a Braze sandbox state ({e}); fix the file or delete it to start empty"
+                ),
+            })?;
+            users = saved.users;
+        }
         let shared = Arc::new(Shared {
-            api_key: api_key.to_string(),
+            api_key: options.api_key,
+            state,
             faults: Faults::default(),
             log: RequestLog::default(),
             inner: Mutex::new(Inner {
-                users: HashMap::new(),
-                window: SlidingWindow::new(limit, per),
+                users,
+                window: SlidingWindow::new(options.limit, options.per),
             }),
         });
         let router = Router::new()
             .route("/users/track", post(track))
             .with_state(shared.clone());
-        BrazeEmulator {
-            server: Server::start(router).await,
-            shared,
-        }
+        let server =
+            Server::bind(router, options.addr)
+                .await
+                .map_err(|source| SandboxError::Bind {
+                    addr: options.addr,
+                    source,
+                })?;
+        Ok(BrazeEmulator { server, shared })
     }
 
     pub fn base_url(&self) -> String {
         self.server.base_url()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Writes the state file now (it is also written after every change).
+    pub fn save(&self) -> Result<(), SandboxError> {
+        self.shared.save()
     }
 
     pub fn faults(&self) -> &Faults {
@@ -142,7 +237,11 @@ async fn handle(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if auth != format!("Bearer {}", shared.api_key) {
+    let key_ok = match &shared.api_key {
+        Some(key) => auth == format!("Bearer {key}"),
+        None => auth.len() > "Bearer ".len() && auth.starts_with("Bearer "),
+    };
+    if !key_ok {
         return (false, message(StatusCode::UNAUTHORIZED, "Invalid API key"));
     }
     let admitted = {
@@ -199,6 +298,11 @@ async fn handle(
         let mut inner = shared.inner.lock().unwrap();
         apply(&mut inner, body)
     };
+    if resp.status().is_success()
+        && let Err(err) = shared.save()
+    {
+        tracing::error!(error = %err, "cannot save the Braze sandbox state");
+    }
     if shared.faults.after_apply(fault).await {
         return (false, StatusCode::GATEWAY_TIMEOUT.into_response());
     }

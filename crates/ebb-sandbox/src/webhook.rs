@@ -6,8 +6,14 @@
 //!
 //! Switches: required fields (a change without one refuses the whole message with 400 and
 //! the field), 410 Gone, a rate limit answered with 429 and `Retry-After`, and [`Faults`].
+//!
+//! It takes POSTs on any path (`/hook`, `/hooks`, ...). As a sandbox ([`WebhookOptions`])
+//! it listens on a given address, keeps the applied changes in a JSON file, and without a
+//! secret takes messages without checking signatures.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,11 +26,13 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::time::Instant;
 
-use super::{Faults, LoggedRequest, RequestLog, Server, SlidingWindow};
+use crate::state_file::StateFile;
+use crate::{Faults, LoggedRequest, RequestLog, SandboxError, Server, SlidingWindow};
 
 /// How far a `webhook-timestamp` may be from now.
 pub const TOLERANCE: Duration = Duration::from_secs(5 * 60);
@@ -53,7 +61,9 @@ struct Inner {
 
 #[derive(Debug)]
 struct Shared {
-    key: Vec<u8>,
+    /// `None`: signatures are not checked (a sandbox without a secret).
+    key: Option<Vec<u8>>,
+    state: Option<StateFile>,
     faults: Faults,
     log: RequestLog,
     inner: Mutex<Inner>,
@@ -66,29 +76,107 @@ pub struct WebhookReceiver {
     shared: Arc<Shared>,
 }
 
+/// How a receiver starts.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// The `whsec_` secret signatures are checked with; `None` checks none.
+    pub secret: Option<String>,
+    pub addr: SocketAddr,
+    /// Load the applied changes from this JSON file and save them after every change.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        WebhookOptions {
+            secret: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_file: None,
+        }
+    }
+}
+
+/// What the state file holds.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// Applied changes, in order.
+    changes: Vec<Value>,
+    /// Change id → times applied.
+    applied: HashMap<String, u32>,
+    /// `webhook-id`s already applied (repeats are ignored).
+    seen_ids: Vec<String>,
+}
+
 impl WebhookReceiver {
-    /// Starts a receiver that verifies with `secret` (`whsec_` + base64).
+    /// Starts a receiver on `127.0.0.1:0` that verifies with `secret` (`whsec_` + base64).
     pub async fn start(secret: &str) -> WebhookReceiver {
-        let key = STANDARD
-            .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
-            .expect("base64 after whsec_");
+        WebhookReceiver::start_with(WebhookOptions {
+            secret: Some(secret.to_string()),
+            ..WebhookOptions::default()
+        })
+        .await
+        .expect("start the webhook receiver")
+    }
+
+    pub async fn start_with(options: WebhookOptions) -> Result<WebhookReceiver, SandboxError> {
+        let key = match &options.secret {
+            Some(secret) => Some(
+                secret
+                    .strip_prefix("whsec_")
+                    .and_then(|b| STANDARD.decode(b).ok())
+                    .ok_or_else(|| SandboxError::Config {
+                        message: "the webhook secret must be \"whsec_\" followed by base64".into(),
+                    })?,
+            ),
+            None => None,
+        };
+        let state = options.state_file.map(StateFile::new);
+        let mut inner = Inner::default();
+        if let Some(file) = &state
+            && let Some(saved) = file.load()?
+        {
+            let saved: Saved = serde_json::from_value(saved).map_err(|e| SandboxError::State {
+                path: file.path().to_path_buf(),
+                message: format!(
+                    "not a webhook sandbox state ({e}); fix the file or delete it to start empty"
+                ),
+            })?;
+            inner.changes = saved.changes;
+            inner.applied = saved.applied;
+            inner.seen_ids = saved.seen_ids.into_iter().collect();
+        }
         let shared = Arc::new(Shared {
             key,
+            state,
             faults: Faults::default(),
             log: RequestLog::default(),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
         });
         let router = Router::new()
-            .route("/hook", post(receive))
+            .route("/", post(receive))
+            .route("/{*path}", post(receive))
             .with_state(shared.clone());
-        WebhookReceiver {
-            server: Server::start(router).await,
-            shared,
-        }
+        let server =
+            Server::bind(router, options.addr)
+                .await
+                .map_err(|source| SandboxError::Bind {
+                    addr: options.addr,
+                    source,
+                })?;
+        Ok(WebhookReceiver { server, shared })
     }
 
     pub fn url(&self) -> String {
         format!("{}/hook", self.server.base_url())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Writes the state file now (it is also written after every change).
+    pub fn save(&self) -> Result<(), SandboxError> {
+        self.shared.save()
     }
 
     pub fn faults(&self) -> &Faults {
@@ -131,6 +219,25 @@ impl WebhookReceiver {
     }
 }
 
+impl Shared {
+    fn save(&self) -> Result<(), SandboxError> {
+        let Some(file) = &self.state else {
+            return Ok(());
+        };
+        file.save(|| {
+            let inner = self.inner.lock().unwrap();
+            let mut seen_ids: Vec<String> = inner.seen_ids.iter().cloned().collect();
+            seen_ids.sort();
+            serde_json::to_value(Saved {
+                changes: inner.changes.clone(),
+                applied: inner.applied.clone(),
+                seen_ids,
+            })
+            .expect("the state serializes")
+        })
+    }
+}
+
 fn verify(key: &[u8], id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key size");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
@@ -150,14 +257,19 @@ fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
         .into_response()
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let at = Instant::now();
     let changes = parse_changes(&body);
     let records = changes.as_ref().map_or(0, Vec::len);
     let (status, over_limit, response) = handle(&shared, &headers, &body, changes).await;
     shared.log.push(LoggedRequest {
         at,
-        path: "/hook".into(),
+        path: uri.path().to_string(),
         records,
         status,
         over_limit,
@@ -214,7 +326,9 @@ async fn handle(
     if let Some(resp) = shared.faults.before_apply(fault).await {
         return (resp.status().as_u16(), false, resp);
     }
-    if !verify(&shared.key, &id, &timestamp, body, &signature) {
+    if let Some(key) = &shared.key
+        && !verify(key, &id, &timestamp, body, &signature)
+    {
         return (
             401,
             false,
@@ -273,6 +387,9 @@ async fn handle(
             *inner.applied.entry(change_id).or_default() += 1;
             inner.changes.push(change);
         }
+    }
+    if let Err(err) = shared.save() {
+        tracing::error!(error = %err, "cannot save the webhook sandbox state");
     }
     if shared.faults.after_apply(fault).await {
         return (504, false, StatusCode::GATEWAY_TIMEOUT.into_response());

@@ -1,0 +1,3 @@
+//! Integration tests of the sandboxes: served on an address, state kept across restarts.
+
+mod persistence;
