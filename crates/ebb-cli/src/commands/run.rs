@@ -49,7 +49,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             .as_ref()
             .map_or("project", |c| c.name.value.as_str());
         say!("ebb run: {name} ({})", args.project.display());
-        let _sandbox = if args.sandbox {
+        let sandbox = if args.sandbox {
             Some(crate::sandbox::start(&project).await?)
         } else {
             None
@@ -106,6 +106,9 @@ pub fn run(args: Args) -> Result<Outcome> {
             "  {}/.ebb/snapshots/      what each sync last delivered (Parquet)",
             args.project.display()
         );
+        if let Some(sandbox) = sandbox {
+            sandbox.shutdown().await?;
+        }
         let ok = built.failed.is_empty()
             && outcomes
                 .iter()
