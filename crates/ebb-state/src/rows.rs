@@ -7,9 +7,7 @@
 use ebb_delivery::DeadLetter;
 
 use crate::StateError;
-use crate::model::{
-    AuditEntry, Checkpoint, Event, LogEntry, Run, RunCounts, TokenInfo,
-};
+use crate::model::{AuditEntry, Checkpoint, Event, LogEntry, Run, RunCounts, TokenInfo};
 
 pub(crate) const RUN_COLS: &str = "id, tenant, sync, kind, trigger, status, planned, inserted, \
      updated, deleted, accepted, rejected, retried, skipped_bad_keys, created_at, started_at, \
@@ -111,9 +109,8 @@ pub(crate) fn event(r: &impl Cols) -> Result<Event, StateError> {
 
 pub(crate) fn letter(r: &impl Cols) -> Result<DeadLetter, StateError> {
     let key = r.text(2)?;
-    let record = serde_json::from_value(r.json(3)?).map_err(|e| {
-        StateError::Corrupt(format!("the dead letter of record {key:?}: {e}"))
-    })?;
+    let record = serde_json::from_value(r.json(3)?)
+        .map_err(|e| StateError::Corrupt(format!("the dead letter of record {key:?}: {e}")))?;
     Ok(DeadLetter {
         tenant: r.text(0)?,
         sync: r.text(1)?,

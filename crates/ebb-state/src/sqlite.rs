@@ -424,7 +424,12 @@ impl SqliteStore {
             let Some(run) = run else {
                 return Err(lease_lost(&tx, id, &worker)?.into());
             };
-            insert_event(&tx, &run.tenant, RUN_FINISHED, &rows::run_finished_payload(&run))?;
+            insert_event(
+                &tx,
+                &run.tenant,
+                RUN_FINISHED,
+                &rows::run_finished_payload(&run),
+            )?;
             tx.commit()?;
             Ok(run)
         })
@@ -454,7 +459,12 @@ impl SqliteStore {
                 }
                 .into());
             };
-            insert_event(&tx, &run.tenant, RUN_FINISHED, &rows::run_finished_payload(&run))?;
+            insert_event(
+                &tx,
+                &run.tenant,
+                RUN_FINISHED,
+                &rows::run_finished_payload(&run),
+            )?;
             tx.commit()?;
             Ok(run)
         })

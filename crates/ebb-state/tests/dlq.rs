@@ -70,13 +70,21 @@ async fn behaves_like_the_memory_dead_letters(f: Fixture) {
 
     // And what that is, spelled out.
     assert_eq!(
-        got[0].iter().map(|l| l.record.key.as_str()).collect::<Vec<_>>(),
+        got[0]
+            .iter()
+            .map(|l| l.record.key.as_str())
+            .collect::<Vec<_>>(),
         ["k1", "k2"],
         "oldest record key first"
     );
     let k2 = &got[2][1];
     assert_eq!(
-        (k2.failures, k2.first_failed_at, k2.last_failed_at, k2.reason.as_str()),
+        (
+            k2.failures,
+            k2.first_failed_at,
+            k2.last_failed_at,
+            k2.reason.as_str()
+        ),
         (3, 100, 300, "third")
     );
     assert_eq!(got[1][1].field, None);
@@ -122,7 +130,11 @@ async fn dlq_list_pages_and_counts_per_tenant(f: Fixture) {
             .unwrap();
         assert!(page.items.len() <= 5);
         assert!(page.items.iter().all(|l| l.tenant == "acme"));
-        keys.extend(page.items.iter().map(|l| format!("{}/{}", l.sync, l.record.key)));
+        keys.extend(
+            page.items
+                .iter()
+                .map(|l| format!("{}/{}", l.sync, l.record.key)),
+        );
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -132,7 +144,10 @@ async fn dlq_list_pages_and_counts_per_tenant(f: Fixture) {
     expected.extend((0..4).map(|i| format!("deals/d{i}")));
     assert_eq!(keys, expected);
 
-    let deals = store.dlq_list("acme", Some("deals"), None, 100).await.unwrap();
+    let deals = store
+        .dlq_list("acme", Some("deals"), None, 100)
+        .await
+        .unwrap();
     assert_eq!(deals.items.len(), 4);
     assert_eq!(deals.next_cursor, None);
     let err = store

@@ -56,21 +56,31 @@ async fn an_expired_lease_is_taken_over(f: Fixture) {
     assert!(beat.lease_expires_at < claimed.lease_expires_at);
 
     // w2 takes the run over once the lease ends.
-    let taken = wait_for(Duration::from_secs(15), "the expired run to be claimed", || {
-        let s = other_worker.clone();
-        async move { s.claim_next_run("w2", LONG).await.unwrap() }
-    })
+    let taken = wait_for(
+        Duration::from_secs(15),
+        "the expired run to be claimed",
+        || {
+            let s = other_worker.clone();
+            async move { s.claim_next_run("w2", LONG).await.unwrap() }
+        },
+    )
     .await;
     assert_eq!(taken.id, run.id);
     assert_eq!(taken.worker.as_deref(), Some("w2"));
     assert_eq!(taken.attempts, 2);
-    assert_eq!(taken.started_at, claimed.started_at, "the first start is kept");
+    assert_eq!(
+        taken.started_at, claimed.started_at,
+        "the first start is kept"
+    );
 
     // The old worker finds out, and cannot finish the run.
     let err = store.heartbeat(run.id, "w1", short).await.unwrap_err();
     assert!(matches!(err, StateError::LeaseLost { .. }), "{err}");
     assert!(err.to_string().contains("w2 holds it now"), "{err}");
-    let err = store.finish_run(run.id, "w1", &succeeded()).await.unwrap_err();
+    let err = store
+        .finish_run(run.id, "w1", &succeeded())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StateError::LeaseLost { .. }), "{err}");
     let done = other_worker
         .finish_run(run.id, "w2", &succeeded())
@@ -95,11 +105,14 @@ async fn a_released_run_is_taken_over_at_once(f: Fixture) {
 }
 
 async fn concurrent_claimers_claim_each_run_exactly_once(f: Fixture) {
-    const RUNS: usize = 60;
-    const WORKERS: usize = 4;
+    const RUNS: usize = 150;
+    const WORKERS: usize = 8;
     let setup = f.open().await;
     for i in 0..RUNS {
-        setup.create_run(&new_run(&format!("sync_{i}"))).await.unwrap();
+        setup
+            .create_run(&new_run(&format!("sync_{i}")))
+            .await
+            .unwrap();
     }
     // Each worker has its own handle (its own connection), like separate processes.
     let mut handles = Vec::new();
@@ -110,7 +123,10 @@ async fn concurrent_claimers_claim_each_run_exactly_once(f: Fixture) {
             let mut mine = Vec::new();
             while let Some(run) = store.claim_next_run(&worker, LONG).await.unwrap() {
                 assert_eq!(run.worker.as_deref(), Some(worker.as_str()));
-                store.finish_run(run.id, &worker, &succeeded()).await.unwrap();
+                store
+                    .finish_run(run.id, &worker, &succeeded())
+                    .await
+                    .unwrap();
                 mine.push(run.id);
             }
             mine
@@ -123,12 +139,19 @@ async fn concurrent_claimers_claim_each_run_exactly_once(f: Fixture) {
         }
     }
     assert_eq!(claims.len(), RUNS, "every run was claimed");
-    assert!(claims.values().all(|&n| n == 1), "no run was claimed twice: {claims:?}");
+    assert!(
+        claims.values().all(|&n| n == 1),
+        "no run was claimed twice: {claims:?}"
+    );
     let runs = setup
         .list_runs(&Default::default(), None, 1000)
         .await
         .unwrap();
-    assert!(runs.items.iter().all(|r| r.status == RunStatus::Succeeded && r.attempts == 1));
+    assert!(
+        runs.items
+            .iter()
+            .all(|r| r.status == RunStatus::Succeeded && r.attempts == 1)
+    );
 }
 
 contract!(

@@ -16,22 +16,38 @@ async fn reopening_keeps_everything(f: Fixture) {
     let store = f.open().await;
     assert_eq!(store.schema_version().await.unwrap(), LATEST);
     let run = store
-        .create_run(&NewRun::new("acme", "contacts", RunKind::Cdc, Trigger::Schedule))
+        .create_run(&NewRun::new(
+            "acme",
+            "contacts",
+            RunKind::Cdc,
+            Trigger::Schedule,
+        ))
         .await
         .unwrap()
         .run;
-    store.append_event("acme", "t", &json!({"x": 1})).await.unwrap();
+    store
+        .append_event("acme", "t", &json!({"x": 1}))
+        .await
+        .unwrap();
     store.put_checkpoint("p", 42, &json!({})).await.unwrap();
     drop(store);
 
     let reopened = f.open().await;
     assert_eq!(reopened.schema_version().await.unwrap(), LATEST);
     assert_eq!(reopened.get_run(run.id).await.unwrap(), Some(run.clone()));
-    assert_eq!(reopened.events_after("acme", None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        reopened.events_after("acme", None, 10).await.unwrap().len(),
+        1
+    );
     assert_eq!(reopened.get_checkpoint("p").await.unwrap().unwrap().lsn, 42);
     // The queued run still holds its sync after the reopen.
     let again = reopened
-        .create_run(&NewRun::new("acme", "contacts", RunKind::Cdc, Trigger::Manual))
+        .create_run(&NewRun::new(
+            "acme",
+            "contacts",
+            RunKind::Cdc,
+            Trigger::Manual,
+        ))
         .await
         .unwrap();
     assert_eq!((again.created, again.run.id), (false, run.id));
@@ -92,7 +108,9 @@ async fn open_from_config_puts_sqlite_in_the_project() {
     let config = StateConfig::Sqlite {
         path: absolute.display().to_string(),
     };
-    StateStore::open(&config, Path::new("/nonexistent")).await.unwrap();
+    StateStore::open(&config, Path::new("/nonexistent"))
+        .await
+        .unwrap();
     assert!(absolute.is_file());
 }
 
@@ -105,7 +123,11 @@ async fn open_from_config_uses_the_postgres_schema_it_names() {
     };
     let store = StateStore::open(&config, Path::new(".")).await.unwrap();
     assert_eq!(store.backend(), "postgres");
-    assert!(store.location().contains("schema ops_state"), "{}", store.location());
+    assert!(
+        store.location().contains("schema ops_state"),
+        "{}",
+        store.location()
+    );
     store
         .create_run(&NewRun::new("acme", "s", RunKind::Sync, Trigger::Manual))
         .await
@@ -133,11 +155,20 @@ async fn bad_postgres_settings_are_explained() {
     let err = StateStore::open_postgres("postgres://localhost/db", Some("Bad-Name"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("state.schema \"Bad-Name\""), "{err}");
+    assert!(
+        err.to_string().contains("state.schema \"Bad-Name\""),
+        "{err}"
+    );
     let err = StateStore::open_postgres("postgres://u:secretpw@[bad", None)
         .await
         .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("not a valid connection string"), "{message}");
-    assert!(!message.contains("secretpw"), "the password is never printed: {message}");
+    assert!(
+        message.contains("not a valid connection string"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("secretpw"),
+        "the password is never printed: {message}"
+    );
 }

@@ -28,7 +28,10 @@ async fn checkpoints_are_replaced_and_keep_full_lsns(f: Fixture) {
     assert_eq!(store.get_checkpoint("other").await.unwrap(), None);
     // Durable: a new handle reads it.
     let again = f.open().await;
-    assert_eq!(again.get_checkpoint("orders").await.unwrap().unwrap().lsn, big);
+    assert_eq!(
+        again.get_checkpoint("orders").await.unwrap().unwrap().lsn,
+        big
+    );
 }
 
 async fn the_audit_log_pages_newest_first_per_tenant(f: Fixture) {
@@ -59,7 +62,11 @@ async fn the_audit_log_pages_newest_first_per_tenant(f: Fixture) {
         .await
         .unwrap();
     assert_eq!(
-        second.items.iter().map(|a| a.target.as_str()).collect::<Vec<_>>(),
+        second
+            .items
+            .iter()
+            .map(|a| a.target.as_str())
+            .collect::<Vec<_>>(),
         ["sync:s2", "sync:s1", "sync:s0"]
     );
     assert_eq!(second.next_cursor, None);
@@ -102,12 +109,28 @@ async fn tokens_are_stored_hashed_and_scoped_to_their_tenant(f: Fixture) {
 
     // Another tenant cannot revoke it; its own tenant can.
     assert!(!store.revoke_token("globex", token.id).await.unwrap());
-    assert!(store.verify_token(&token.plaintext).await.unwrap().is_some());
+    assert!(
+        store
+            .verify_token(&token.plaintext)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(store.revoke_token("acme", token.id).await.unwrap());
     assert_eq!(store.verify_token(&token.plaintext).await.unwrap(), None);
     assert!(!store.revoke_token("acme", token.id).await.unwrap());
-    assert!(store.list_tokens("acme").await.unwrap()[0].revoked_at.is_some());
-    assert!(store.verify_token(&other.plaintext).await.unwrap().is_some());
+    assert!(
+        store.list_tokens("acme").await.unwrap()[0]
+            .revoked_at
+            .is_some()
+    );
+    assert!(
+        store
+            .verify_token(&other.plaintext)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn idempotency_keys_answer_new_in_flight_done_or_mismatch(f: Fixture) {
@@ -128,7 +151,10 @@ async fn idempotency_keys_answer_new_in_flight_done_or_mismatch(f: Fixture) {
         status: 202,
         body: r#"{"run_id":7}"#.into(),
     };
-    store.complete_idempotent("acme", "k1", &response).await.unwrap();
+    store
+        .complete_idempotent("acme", "k1", &response)
+        .await
+        .unwrap();
     assert_eq!(begin("k1", "h1").await, Idempotency::Done(response.clone()));
     assert_eq!(begin("k1", "h2").await, Idempotency::Mismatch);
     // Abandoning a completed key does nothing; an in-flight one is freed.
@@ -138,7 +164,14 @@ async fn idempotency_keys_answer_new_in_flight_done_or_mismatch(f: Fixture) {
     store.abandon_idempotent("acme", "k2").await.unwrap();
     assert_eq!(begin("k2", "h3").await, Idempotency::New);
     let err = store
-        .complete_idempotent("acme", "never-begun", &StoredResponse { status: 200, body: String::new() })
+        .complete_idempotent(
+            "acme",
+            "never-begun",
+            &StoredResponse {
+                status: 200,
+                body: String::new(),
+            },
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");

@@ -32,11 +32,17 @@ fn counts() -> RunCounts {
 
 async fn lifecycle_queued_running_finished(f: Fixture) {
     let store = f.open().await;
-    let created = store.create_run(&new_run("acme", "contacts")).await.unwrap();
+    let created = store
+        .create_run(&new_run("acme", "contacts"))
+        .await
+        .unwrap();
     assert!(created.created);
     let run = created.run;
     assert_eq!(run.status, RunStatus::Queued);
-    assert_eq!((run.started_at, run.finished_at, run.worker.as_deref()), (None, None, None));
+    assert_eq!(
+        (run.started_at, run.finished_at, run.worker.as_deref()),
+        (None, None, None)
+    );
     assert_eq!(run.counts, RunCounts::default());
 
     // Finishing a run nobody started is refused.
@@ -63,7 +69,10 @@ async fn lifecycle_queued_running_finished(f: Fixture) {
         accepted: 3,
         ..Default::default()
     };
-    let mid = store.record_progress(run.id, "w1", &progress).await.unwrap();
+    let mid = store
+        .record_progress(run.id, "w1", &progress)
+        .await
+        .unwrap();
     assert_eq!(mid.counts, progress);
     let err = store
         .record_progress(run.id, "w2", &progress)
@@ -76,7 +85,10 @@ async fn lifecycle_queued_running_finished(f: Fixture) {
         status: RunStatus::Running,
         ..outcome.clone()
     };
-    let err = store.finish_run(run.id, "w1", &not_final).await.unwrap_err();
+    let err = store
+        .finish_run(run.id, "w1", &not_final)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StateError::InvalidTransition { .. }), "{err}");
 
     let done = store.finish_run(run.id, "w1", &outcome).await.unwrap();
@@ -102,28 +114,50 @@ async fn lifecycle_queued_running_finished(f: Fixture) {
 
 async fn trigger_during_a_run_is_queued_once(f: Fixture) {
     let store = f.open().await;
-    let first = store.create_run(&new_run("acme", "contacts")).await.unwrap();
-    let again = store.create_run(&new_run("acme", "contacts")).await.unwrap();
+    let first = store
+        .create_run(&new_run("acme", "contacts"))
+        .await
+        .unwrap();
+    let again = store
+        .create_run(&new_run("acme", "contacts"))
+        .await
+        .unwrap();
     assert!(!again.created, "a second trigger joins the queued run");
     assert_eq!(again.run.id, first.run.id);
 
     store.start_run(first.run.id, "w1", LEASE).await.unwrap();
     // While it runs, one more run is queued behind it, once.
-    let behind = store.create_run(&new_run("acme", "contacts")).await.unwrap();
+    let behind = store
+        .create_run(&new_run("acme", "contacts"))
+        .await
+        .unwrap();
     assert!(behind.created);
     assert_ne!(behind.run.id, first.run.id);
     for _ in 0..3 {
-        let dup = store.create_run(&new_run("acme", "contacts")).await.unwrap();
+        let dup = store
+            .create_run(&new_run("acme", "contacts"))
+            .await
+            .unwrap();
         assert_eq!((dup.created, dup.run.id), (false, behind.run.id));
     }
     // It cannot start while its sibling runs.
-    let err = store.start_run(behind.run.id, "w2", LEASE).await.unwrap_err();
+    let err = store
+        .start_run(behind.run.id, "w2", LEASE)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StateError::InvalidTransition { .. }), "{err}");
-    assert!(err.to_string().contains("another run of its sync is running"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("another run of its sync is running"),
+        "{err}"
+    );
 
     // Other syncs and other tenants are independent.
     let other_sync = store.create_run(&new_run("acme", "deals")).await.unwrap();
-    let other_tenant = store.create_run(&new_run("globex", "contacts")).await.unwrap();
+    let other_tenant = store
+        .create_run(&new_run("globex", "contacts"))
+        .await
+        .unwrap();
     assert!(other_sync.created && other_tenant.created);
 
     let page = store
@@ -146,14 +180,21 @@ async fn trigger_during_a_run_is_queued_once(f: Fixture) {
         counts: RunCounts::default(),
         error: None,
     };
-    store.finish_run(first.run.id, "w1", &outcome).await.unwrap();
+    store
+        .finish_run(first.run.id, "w1", &outcome)
+        .await
+        .unwrap();
     let started = store.start_run(behind.run.id, "w2", LEASE).await.unwrap();
     assert_eq!(started.status, RunStatus::Running);
 }
 
 async fn unique_indexes_refuse_a_second_active_run(f: Fixture) {
     let store = f.open().await;
-    let run = store.create_run(&new_run("acme", "contacts")).await.unwrap().run;
+    let run = store
+        .create_run(&new_run("acme", "contacts"))
+        .await
+        .unwrap()
+        .run;
     let insert = |status: &str| {
         format!(
             "INSERT INTO runs (tenant, sync, kind, trigger, status, created_at) \
@@ -256,7 +297,10 @@ async fn list_runs_pages_newest_first_with_filters(f: Fixture) {
         )
         .await
         .unwrap();
-    assert_eq!(rest.items.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(
+        rest.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
     assert_eq!(rest.next_cursor, None);
 
     let one_sync = store
@@ -286,7 +330,13 @@ async fn cancel_queued_and_running_runs(f: Fixture) {
     assert_eq!(cancelled.status, RunStatus::Cancelled);
     assert_eq!(cancelled.error.as_deref(), Some("by alice"));
     // The sync is free again.
-    assert!(store.create_run(&new_run("acme", "a")).await.unwrap().created);
+    assert!(
+        store
+            .create_run(&new_run("acme", "a"))
+            .await
+            .unwrap()
+            .created
+    );
 
     let running = store.create_run(&new_run("acme", "b")).await.unwrap().run;
     store.start_run(running.id, "w1", LEASE).await.unwrap();
@@ -303,7 +353,11 @@ async fn cancel_queued_and_running_runs(f: Fixture) {
 
 async fn run_log_keeps_lines_in_order_with_redacted_samples(f: Fixture) {
     let store = f.open().await;
-    let run = store.create_run(&new_run("acme", "contacts")).await.unwrap().run;
+    let run = store
+        .create_run(&new_run("acme", "contacts"))
+        .await
+        .unwrap()
+        .run;
     store
         .append_log(run.id, LogLevel::Info, "planned 3 records", None)
         .await

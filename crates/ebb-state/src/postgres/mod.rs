@@ -230,11 +230,18 @@ impl PgStore {
         f: impl Fn(&Row) -> Result<T, StateError>,
     ) -> Result<Option<T>, StateError> {
         let client = self.pool.get().await?;
-        let row = client.query_opt(sql, params).await.map_err(|e| self.err(e))?;
+        let row = client
+            .query_opt(sql, params)
+            .await
+            .map_err(|e| self.err(e))?;
         row.as_ref().map(f).transpose()
     }
 
-    async fn get_run_on(&self, c: &impl GenericClient, id: RunId) -> Result<Option<Run>, StateError> {
+    async fn get_run_on(
+        &self,
+        c: &impl GenericClient,
+        id: RunId,
+    ) -> Result<Option<Run>, StateError> {
         let row = c
             .query_opt(
                 &format!("SELECT {} FROM runs WHERE id = $1", rows::RUN_COLS),
@@ -409,7 +416,11 @@ impl PgStore {
             .map_err(|e| self.err(e))?;
         match row {
             Some(row) => rows::run(&row),
-            None => Err(lease_problem(id, worker, self.get_run_on(&*client, id).await?)),
+            None => Err(lease_problem(
+                id,
+                worker,
+                self.get_run_on(&*client, id).await?,
+            )),
         }
     }
 
@@ -446,7 +457,11 @@ impl PgStore {
             .map_err(|e| self.err(e))?;
         match row {
             Some(row) => rows::run(&row),
-            None => Err(lease_problem(id, worker, self.get_run_on(&*client, id).await?)),
+            None => Err(lease_problem(
+                id,
+                worker,
+                self.get_run_on(&*client, id).await?,
+            )),
         }
     }
 
@@ -463,7 +478,11 @@ impl PgStore {
             .await
             .map_err(|e| self.err(e))?;
         if n == 0 {
-            return Err(lease_problem(id, worker, self.get_run_on(&*client, id).await?));
+            return Err(lease_problem(
+                id,
+                worker,
+                self.get_run_on(&*client, id).await?,
+            ));
         }
         Ok(())
     }
@@ -509,8 +528,13 @@ impl PgStore {
             return Err(lease_problem(id, worker, self.get_run_on(&tx, id).await?));
         };
         let run = rows::run(&row)?;
-        self.insert_event(&tx, &run.tenant, RUN_FINISHED, &rows::run_finished_payload(&run))
-            .await?;
+        self.insert_event(
+            &tx,
+            &run.tenant,
+            RUN_FINISHED,
+            &rows::run_finished_payload(&run),
+        )
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(run)
     }
@@ -541,8 +565,13 @@ impl PgStore {
             });
         };
         let run = rows::run(&row)?;
-        self.insert_event(&tx, &run.tenant, RUN_FINISHED, &rows::run_finished_payload(&run))
-            .await?;
+        self.insert_event(
+            &tx,
+            &run.tenant,
+            RUN_FINISHED,
+            &rows::run_finished_payload(&run),
+        )
+        .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(run)
     }
@@ -654,7 +683,13 @@ impl PgStore {
                      ORDER BY sync, record_key LIMIT $5",
                     sel(rows::LETTER_COLS)
                 ),
-                &[&tenant, &sync, &after_sync, &after_key, &limit_plus_one(limit)],
+                &[
+                    &tenant,
+                    &sync,
+                    &after_sync,
+                    &after_key,
+                    &limit_plus_one(limit),
+                ],
                 rows::letter,
             )
             .await?;
@@ -905,7 +940,11 @@ impl PgStore {
                     "INSERT INTO api_tokens (tenant, token_hash, scopes, created_at)
                      VALUES ($1, $2, $3::text::jsonb, {NOW}) RETURNING id"
                 ),
-                &[&tenant, &token::hash(&plaintext), &token::scopes_json(scopes)],
+                &[
+                    &tenant,
+                    &token::hash(&plaintext),
+                    &token::scopes_json(scopes),
+                ],
             )
             .await?;
         Ok(NewToken {
@@ -990,7 +1029,12 @@ impl PgStore {
                 .await
                 .map_err(|e| self.err(e))?;
             if let Some(r) = row {
-                return Ok(idempotency_answer(request_hash, r.get(0), r.get(1), r.get(2)));
+                return Ok(idempotency_answer(
+                    request_hash,
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                ));
             }
         }
         Ok(Idempotency::InFlight)
