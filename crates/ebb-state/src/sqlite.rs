@@ -952,14 +952,27 @@ impl SqliteStore {
             let answer = if inserted == 1 {
                 Idempotency::New
             } else {
-                let (stored_hash, status, body): (String, Option<i64>, Option<String>) = tx
-                    .query_row(
-                        "SELECT request_hash, response_status, response_body
-                         FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
-                        params![tenant, key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                let (stored_hash, status, body, created_at): (
+                    String,
+                    Option<i64>,
+                    Option<String>,
+                    i64,
+                ) = tx.query_row(
+                    "SELECT request_hash, response_status, response_body, created_at
+                     FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+                    params![tenant, key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?;
+                let now = now_ms();
+                let stale = created_at < now - ms(IDEMPOTENCY_IN_FLIGHT_TIMEOUT);
+                let answer = idempotency_answer(&hash, stored_hash, status, body, stale);
+                if answer == Idempotency::New {
+                    tx.execute(
+                        "UPDATE idempotency_keys SET created_at = ?3 WHERE tenant = ?1 AND key = ?2",
+                        params![tenant, key, now],
                     )?;
-                idempotency_answer(&hash, stored_hash, status, body)
+                }
+                answer
             };
             tx.commit()?;
             Ok(answer)
@@ -1012,16 +1025,20 @@ impl SqliteStore {
     }
 }
 
+/// What a repeated key means. `stale`: the first request has been in flight longer than
+/// [`IDEMPOTENCY_IN_FLIGHT_TIMEOUT`] (its server died): the repeat takes the key over.
 pub(crate) fn idempotency_answer(
     hash: &str,
     stored_hash: String,
     status: Option<i64>,
     body: Option<String>,
+    stale: bool,
 ) -> Idempotency {
     if stored_hash != hash {
         return Idempotency::Mismatch;
     }
     match status {
+        None if stale => Idempotency::New,
         None => Idempotency::InFlight,
         Some(status) => Idempotency::Done(StoredResponse {
             status: u16::try_from(status).unwrap_or(500),

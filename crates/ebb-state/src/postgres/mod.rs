@@ -1022,19 +1022,35 @@ impl PgStore {
             }
             let row = client
                 .query_opt(
-                    "SELECT request_hash, response_status, response_body
-                     FROM idempotency_keys WHERE tenant = $1 AND key = $2",
-                    &[&tenant, &key],
+                    &format!(
+                        "SELECT request_hash, response_status, response_body, created_at,
+                                created_at < {NOW} - $3
+                         FROM idempotency_keys WHERE tenant = $1 AND key = $2"
+                    ),
+                    &[&tenant, &key, &ms(IDEMPOTENCY_IN_FLIGHT_TIMEOUT)],
                 )
                 .await
                 .map_err(|e| self.err(e))?;
-            if let Some(r) = row {
-                return Ok(idempotency_answer(
-                    request_hash,
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                ));
+            let Some(r) = row else { continue };
+            let answer = idempotency_answer(request_hash, r.get(0), r.get(1), r.get(2), r.get(4));
+            if answer != Idempotency::New {
+                return Ok(answer);
+            }
+            // Take the stale key over, unless another repeat just did.
+            let created_at: i64 = r.get(3);
+            let taken = client
+                .execute(
+                    &format!(
+                        "UPDATE idempotency_keys SET created_at = {NOW}
+                         WHERE tenant = $1 AND key = $2 AND created_at = $3
+                           AND response_status IS NULL"
+                    ),
+                    &[&tenant, &key, &created_at],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            if taken == 1 {
+                return Ok(Idempotency::New);
             }
         }
         Ok(Idempotency::InFlight)
