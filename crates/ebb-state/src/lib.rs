@@ -216,7 +216,8 @@ impl StateStore {
         dispatch!(self.list_runs(filter, cursor, limit))
     }
 
-    /// Adds a line to a run's log; `sample` is stored [redacted](redact::redact).
+    /// Adds a line to a run's log; `sample` is stored [redacted](redact::redact), and
+    /// e-mail addresses in `message` are masked.
     pub async fn append_log(
         &self,
         run_id: RunId,

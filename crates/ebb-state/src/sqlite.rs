@@ -532,7 +532,7 @@ impl SqliteStore {
         message: &str,
         sample: Option<&serde_json::Value>,
     ) -> Result<i64, StateError> {
-        let message = message.to_string();
+        let message = crate::redact::mask_email(message).unwrap_or_else(|| message.to_string());
         let sample = sample.map(|s| json_text(&redact(s)));
         self.with(move |c| {
             let id = c.query_row(

@@ -633,6 +633,7 @@ impl PgStore {
         sample: Option<&serde_json::Value>,
     ) -> Result<i64, StateError> {
         let sample = sample.map(|s| redact(s).to_string());
+        let message = crate::redact::mask_email(message).unwrap_or_else(|| message.to_string());
         let client = self.pool.get().await?;
         let row = client
             .query_one(
