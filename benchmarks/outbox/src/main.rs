@@ -5,8 +5,9 @@
 //! `INSERT`s; relay by `UPDATE .. WHERE id IN (SELECT .. FOR UPDATE SKIP LOCKED)`) on the
 //! same cluster in the same run.
 //!
-//! Three phases per side: append only, relay of that backlog, then appenders and one relay
-//! together until every event is relayed ("append+relay"). The private PostgreSQL cluster
+//! Four phases per side: append only, relay of that backlog, appenders and one relay
+//! together until every event is relayed ("append+relay"), and append in transactions of
+//! 100 events (`append_events`; a multi-row `INSERT` for the hand-written one). The private PostgreSQL cluster
 //! runs with `fsync = on` and SQLite with `synchronous = FULL`, so every side pays for
 //! durable commits. Prints a short table and writes `benchmarks/results/outbox.json`.
 //!
@@ -72,6 +73,13 @@ fn payload(writer: usize, i: usize) -> serde_json::Value {
 /// One side of the comparison.
 trait Outbox: Send + Sync + 'static {
     fn append(&self, writer: usize, i: usize) -> impl Future<Output = Result<()>> + Send;
+    /// Appends events `i..i + n` in one transaction.
+    fn append_batch(
+        &self,
+        writer: usize,
+        i: usize,
+        n: usize,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Relays one batch; how many events it relayed.
     fn relay_batch(&self, batch: usize) -> impl Future<Output = Result<usize>> + Send;
 }
@@ -79,6 +87,13 @@ trait Outbox: Send + Sync + 'static {
 impl Outbox for StateStore {
     async fn append(&self, writer: usize, i: usize) -> Result<()> {
         self.append_event("acme", "run.finished", &payload(writer, i))
+            .await?;
+        Ok(())
+    }
+
+    async fn append_batch(&self, writer: usize, i: usize, n: usize) -> Result<()> {
+        let payloads: Vec<_> = (i..i + n).map(|k| payload(writer, k)).collect();
+        self.append_events("acme", "run.finished", &payloads)
             .await?;
         Ok(())
     }
@@ -134,24 +149,46 @@ impl Outbox for RawPg {
         Ok(())
     }
 
+    async fn append_batch(&self, writer: usize, i: usize, n: usize) -> Result<()> {
+        let payloads: Vec<String> = (i..i + n).map(|k| payload(writer, k).to_string()).collect();
+        let client = self.writers[writer].lock().await;
+        client
+            .execute(
+                "INSERT INTO raw_outbox (tenant, topic, payload, created_at)
+                 SELECT 'acme', 'run.finished', p::jsonb, (extract(epoch from now()) * 1000)::bigint
+                 FROM unnest($1::text[]) AS t(p)",
+                &[&payloads],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Read a batch, then mark it relayed: the same at-least-once steps as ebb's relay.
     async fn relay_batch(&self, batch: usize) -> Result<usize> {
         let rows = self
             .relay
             .query(
-                "UPDATE raw_outbox SET relayed_at = (extract(epoch from now()) * 1000)::bigint
-                 WHERE id IN (SELECT id FROM raw_outbox WHERE relayed_at IS NULL
-                              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, payload::text",
+                "SELECT id, payload::text FROM raw_outbox WHERE relayed_at IS NULL
+                 ORDER BY id LIMIT $1",
                 &[&(batch as i64)],
             )
             .await?;
-        Ok(rows.len())
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        self.relay
+            .execute(
+                "UPDATE raw_outbox SET relayed_at = (extract(epoch from now()) * 1000)::bigint
+                 WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        Ok(ids.len())
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Rates {
     append: f64,
+    append_batched: f64,
     relay: f64,
     both: f64,
 }
@@ -164,6 +201,30 @@ async fn append_all<O: Outbox>(side: &Arc<O>, args: Args, round: usize) -> Resul
         tasks.push(tokio::spawn(async move {
             for i in 0..each {
                 side.append(w, round * 10_000_000 + i).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Events per batch in the batched append phase.
+const APPEND_BATCH: usize = 100;
+
+async fn append_all_batched<O: Outbox>(side: &Arc<O>, args: Args) -> Result<()> {
+    let mut tasks = Vec::new();
+    for w in 0..args.writers {
+        let side = Arc::clone(side);
+        let each = args.events / args.writers;
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while i < each {
+                let n = APPEND_BATCH.min(each - i);
+                side.append_batch(w, 30_000_000 + i, n).await?;
+                i += n;
             }
             anyhow::Ok(())
         }));
@@ -209,8 +270,14 @@ async fn measure<O: Outbox>(side: O, args: Args) -> Result<Rates> {
     append_all(&side, args, 2).await?;
     relay_task.await??;
     let both = total as f64 / start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    append_all_batched(&side, args).await?;
+    let append_batched = total as f64 / start.elapsed().as_secs_f64();
+    relay_until(&side, total, args.batch).await?;
     Ok(Rates {
         append,
+        append_batched,
         relay,
         both,
     })
@@ -271,12 +338,18 @@ async fn main() -> Result<()> {
     let mut report_rows = Vec::new();
     for (measure, ebb, raw_v, sqlite_v) in [
         ("append", pg.append, raw.append, sqlite.append),
+        (
+            "append, 100 a transaction",
+            pg.append_batched,
+            raw.append_batched,
+            sqlite.append_batched,
+        ),
         ("relay", pg.relay, raw.relay, sqlite.relay),
         ("append+relay", pg.both, raw.both, sqlite.both),
     ] {
         lines.push(format!(
             "{:<26}{:>12.0}{:>12.0}{:>12.0}{:>10.2}x{:>10.2}x",
-            format!("{measure} (events/s)"),
+            measure,
             ebb,
             raw_v,
             sqlite_v,
@@ -299,7 +372,7 @@ async fn main() -> Result<()> {
     );
     println!(
         "{:<26}{:>12}{:>12}{:>12}{:>11}{:>11}",
-        "measure", "ebb pg", "raw pg", "ebb sqlite", "pg/raw", "pg/sqlite"
+        "events/s", "ebb pg", "raw pg", "ebb sqlite", "pg/raw", "pg/sqlite"
     );
     for line in &lines {
         println!("{line}");
@@ -320,7 +393,7 @@ async fn main() -> Result<()> {
             "postgres_fsync": "on",
             "sqlite_synchronous": "FULL",
             "payload_bytes": payload(0, 0).to_string().len(),
-            "sqlite_events_per_s": {"append": sqlite.append, "relay": sqlite.relay, "append_relay": sqlite.both},
+            "append_batch": APPEND_BATCH,
         },
         "rows": report_rows,
     });

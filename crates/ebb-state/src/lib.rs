@@ -262,6 +262,18 @@ impl StateStore {
         dispatch!(self.append_event(tenant, topic, payload))
     }
 
+    /// Writes several events of one topic in one transaction (ids in the payloads' order).
+    /// On Postgres a tenant's event writers take turns until commit (that keeps replay
+    /// gap-free), so batching is how one tenant writes many events a second.
+    pub async fn append_events(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<i64>, StateError> {
+        dispatch!(self.append_events(tenant, topic, payloads))
+    }
+
     /// A tenant's events with id > `after`, oldest first: replay from a cursor.
     pub async fn events_after(
         &self,

@@ -713,6 +713,25 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn append_events(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<i64>, StateError> {
+        let (tenant, topic, payloads) = (tenant.to_string(), topic.to_string(), payloads.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ids = payloads
+                .iter()
+                .map(|p| insert_event(&tx, &tenant, &topic, p))
+                .collect::<SqResult<Vec<i64>>>()?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
     pub async fn events_after(
         &self,
         tenant: &str,
@@ -1117,12 +1136,15 @@ fn insert_event(
     topic: &str,
     payload: &serde_json::Value,
 ) -> SqResult<i64> {
-    Ok(c.query_row(
+    let mut stmt = c.prepare_cached(
         "INSERT INTO outbox (tenant, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4)
          RETURNING id",
-        params![tenant, topic, json_text(payload), now_ms()],
-        |r| r.get(0),
-    )?)
+    )?;
+    Ok(
+        stmt.query_row(params![tenant, topic, json_text(payload), now_ms()], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 fn open_blocking(path: &Path) -> SqResult<Connection> {

@@ -149,10 +149,30 @@ async fn replay_from_a_cursor_per_tenant(f: Fixture) {
     );
     assert!(seen.iter().all(|e| e.tenant == "acme"));
     assert!(seen.windows(2).all(|w| w[0].id < w[1].id));
+    // A batch is written at once, in order, after what came before.
+    let batch: Vec<_> = (25..30).map(|n| json!({"n": n})).collect();
+    let ids = store.append_events("acme", "change", &batch).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids[0] > seen[24].id);
+    let tail = store
+        .events_after("acme", Some(seen[24].id), 100)
+        .await
+        .unwrap();
+    assert_eq!(tail.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        tail.iter()
+            .map(|e| e.payload["n"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        (25..30).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.append_events("acme", "x", &[]).await.unwrap(),
+        Vec::<i64>::new()
+    );
     // Replay from the middle.
     let from = seen[9].id;
     let rest = store.events_after("acme", Some(from), 100).await.unwrap();
-    assert_eq!(rest.len(), 15);
+    assert_eq!(rest.len(), 20);
     assert_eq!(rest[0].payload["n"], json!(10));
     assert_eq!(
         store.events_after("globex", None, 100).await.unwrap().len(),

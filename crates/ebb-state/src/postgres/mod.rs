@@ -802,6 +802,39 @@ impl PgStore {
         Ok(id)
     }
 
+    pub async fn append_events(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<i64>, StateError> {
+        let texts: Vec<String> = payloads.iter().map(|p| p.to_string()).collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&OUTBOX_LOCK_CLASS, &tenant],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let rows = tx
+            .query(
+                &format!(
+                    "INSERT INTO outbox (tenant, topic, payload, created_at)
+                     SELECT $1, $2, p::jsonb, {NOW}
+                     FROM unnest($3::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
+                     RETURNING id"
+                ),
+                &[&tenant, &topic, &texts],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     pub async fn events_after(
         &self,
         tenant: &str,
