@@ -33,7 +33,7 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut out = Args {
-        events: 20_000,
+        events: 4_000,
         writers: 4,
         batch: 500,
     };
