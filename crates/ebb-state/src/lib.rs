@@ -216,7 +216,8 @@ impl StateStore {
         dispatch!(self.list_runs(filter, cursor, limit))
     }
 
-    /// Adds a line to a run's log; `sample` is stored [redacted](redact::redact).
+    /// Adds a line to a run's log; `sample` is stored [redacted](redact::redact), and
+    /// e-mail addresses in `message` are masked.
     pub async fn append_log(
         &self,
         run_id: RunId,
@@ -259,6 +260,18 @@ impl StateStore {
         payload: &serde_json::Value,
     ) -> Result<i64, StateError> {
         dispatch!(self.append_event(tenant, topic, payload))
+    }
+
+    /// Writes several events of one topic in one transaction (ids in the payloads' order).
+    /// On Postgres a tenant's event writers take turns until commit (that keeps replay
+    /// gap-free), so batching is how one tenant writes many events a second.
+    pub async fn append_events(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<i64>, StateError> {
+        dispatch!(self.append_events(tenant, topic, payloads))
     }
 
     /// A tenant's events with id > `after`, oldest first: replay from a cursor.

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -315,13 +316,18 @@ pub struct StoredResponse {
     pub body: String,
 }
 
+/// How long a request may hold its idempotency key in flight. A repeat after that (the
+/// first request's server died) takes the key over and is handled as new.
+pub const IDEMPOTENCY_IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// The answer of [`begin_idempotent`](crate::StateStore::begin_idempotent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
     /// First use of the key: handle the request, then call `complete_idempotent` (or
     /// `abandon_idempotent` if it failed before doing anything).
     New,
-    /// The first request with this key is still being handled (HTTP 409).
+    /// The first request with this key is still being handled (HTTP 409); after
+    /// [`IDEMPOTENCY_IN_FLIGHT_TIMEOUT`] a repeat gets `New` instead.
     InFlight,
     /// Already handled: answer with the stored response.
     Done(StoredResponse),

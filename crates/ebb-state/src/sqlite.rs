@@ -532,7 +532,7 @@ impl SqliteStore {
         message: &str,
         sample: Option<&serde_json::Value>,
     ) -> Result<i64, StateError> {
-        let message = message.to_string();
+        let message = crate::redact::mask_email(message).unwrap_or_else(|| message.to_string());
         let sample = sample.map(|s| json_text(&redact(s)));
         self.with(move |c| {
             let id = c.query_row(
@@ -711,6 +711,25 @@ impl SqliteStore {
         let (tenant, topic, payload) = (tenant.to_string(), topic.to_string(), payload.clone());
         self.with(move |c| insert_event(c, &tenant, &topic, &payload))
             .await
+    }
+
+    pub async fn append_events(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<i64>, StateError> {
+        let (tenant, topic, payloads) = (tenant.to_string(), topic.to_string(), payloads.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ids = payloads
+                .iter()
+                .map(|p| insert_event(&tx, &tenant, &topic, p))
+                .collect::<SqResult<Vec<i64>>>()?;
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
     }
 
     pub async fn events_after(
@@ -952,14 +971,27 @@ impl SqliteStore {
             let answer = if inserted == 1 {
                 Idempotency::New
             } else {
-                let (stored_hash, status, body): (String, Option<i64>, Option<String>) = tx
-                    .query_row(
-                        "SELECT request_hash, response_status, response_body
-                         FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
-                        params![tenant, key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                let (stored_hash, status, body, created_at): (
+                    String,
+                    Option<i64>,
+                    Option<String>,
+                    i64,
+                ) = tx.query_row(
+                    "SELECT request_hash, response_status, response_body, created_at
+                     FROM idempotency_keys WHERE tenant = ?1 AND key = ?2",
+                    params![tenant, key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?;
+                let now = now_ms();
+                let stale = created_at < now - ms(IDEMPOTENCY_IN_FLIGHT_TIMEOUT);
+                let answer = idempotency_answer(&hash, stored_hash, status, body, stale);
+                if answer == Idempotency::New {
+                    tx.execute(
+                        "UPDATE idempotency_keys SET created_at = ?3 WHERE tenant = ?1 AND key = ?2",
+                        params![tenant, key, now],
                     )?;
-                idempotency_answer(&hash, stored_hash, status, body)
+                }
+                answer
             };
             tx.commit()?;
             Ok(answer)
@@ -1012,16 +1044,20 @@ impl SqliteStore {
     }
 }
 
+/// What a repeated key means. `stale`: the first request has been in flight longer than
+/// [`IDEMPOTENCY_IN_FLIGHT_TIMEOUT`] (its server died): the repeat takes the key over.
 pub(crate) fn idempotency_answer(
     hash: &str,
     stored_hash: String,
     status: Option<i64>,
     body: Option<String>,
+    stale: bool,
 ) -> Idempotency {
     if stored_hash != hash {
         return Idempotency::Mismatch;
     }
     match status {
+        None if stale => Idempotency::New,
         None => Idempotency::InFlight,
         Some(status) => Idempotency::Done(StoredResponse {
             status: u16::try_from(status).unwrap_or(500),
@@ -1100,12 +1136,15 @@ fn insert_event(
     topic: &str,
     payload: &serde_json::Value,
 ) -> SqResult<i64> {
-    Ok(c.query_row(
+    let mut stmt = c.prepare_cached(
         "INSERT INTO outbox (tenant, topic, payload, created_at) VALUES (?1, ?2, ?3, ?4)
          RETURNING id",
-        params![tenant, topic, json_text(payload), now_ms()],
-        |r| r.get(0),
-    )?)
+    )?;
+    Ok(
+        stmt.query_row(params![tenant, topic, json_text(payload), now_ms()], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 fn open_blocking(path: &Path) -> SqResult<Connection> {

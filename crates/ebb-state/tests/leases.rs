@@ -105,8 +105,8 @@ async fn a_released_run_is_taken_over_at_once(f: Fixture) {
 }
 
 async fn concurrent_claimers_claim_each_run_exactly_once(f: Fixture) {
-    const RUNS: usize = 60;
-    const WORKERS: usize = 4;
+    const RUNS: usize = 150;
+    const WORKERS: usize = 8;
     let setup = f.open().await;
     for i in 0..RUNS {
         setup

@@ -163,6 +163,14 @@ async fn idempotency_keys_answer_new_in_flight_done_or_mismatch(f: Fixture) {
     assert_eq!(begin("k2", "h1").await, Idempotency::New);
     store.abandon_idempotent("acme", "k2").await.unwrap();
     assert_eq!(begin("k2", "h3").await, Idempotency::New);
+    // A key left in flight by a dead server is taken over after the timeout.
+    assert_eq!(begin("k3", "h1").await, Idempotency::New);
+    f.raw("UPDATE idempotency_keys SET created_at = 0 WHERE key = 'k3'")
+        .await
+        .unwrap();
+    assert_eq!(begin("k3", "h2").await, Idempotency::Mismatch);
+    assert_eq!(begin("k3", "h1").await, Idempotency::New);
+    assert_eq!(begin("k3", "h1").await, Idempotency::InFlight);
     let err = store
         .complete_idempotent(
             "acme",

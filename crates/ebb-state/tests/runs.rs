@@ -369,7 +369,12 @@ async fn run_log_keeps_lines_in_order_with_redacted_samples(f: Fixture) {
         "nested": {"password": "hunter2", "plan": "pro"},
     });
     store
-        .append_log(run.id, LogLevel::Warn, "record refused", Some(&sample))
+        .append_log(
+            run.id,
+            LogLevel::Warn,
+            "record refused: contact jane.doe@example.com exists",
+            Some(&sample),
+        )
         .await
         .unwrap();
     let log = store.run_log(run.id).await.unwrap();
@@ -379,6 +384,10 @@ async fn run_log_keeps_lines_in_order_with_redacted_samples(f: Fixture) {
         (LogLevel::Info, "planned 3 records", &None)
     );
     assert_eq!(log[1].level, LogLevel::Warn);
+    assert_eq!(
+        log[1].message,
+        "record refused: contact j***@example.com exists"
+    );
     assert_eq!(
         log[1].sample,
         Some(json!({

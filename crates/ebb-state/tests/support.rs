@@ -18,7 +18,7 @@ pub enum Fixture {
 }
 
 impl Fixture {
-    pub async fn sqlite() -> Fixture {
+    pub fn sqlite() -> Fixture {
         Fixture::Sqlite {
             dir: tempfile::tempdir().unwrap(),
         }
@@ -116,7 +116,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Fixture::sqlite().await).await;
+                    super::$name($crate::support::Fixture::sqlite()).await;
                 }
             )*
         }

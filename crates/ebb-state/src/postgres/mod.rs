@@ -633,6 +633,7 @@ impl PgStore {
         sample: Option<&serde_json::Value>,
     ) -> Result<i64, StateError> {
         let sample = sample.map(|s| redact(s).to_string());
+        let message = crate::redact::mask_email(message).unwrap_or_else(|| message.to_string());
         let client = self.pool.get().await?;
         let row = client
             .query_one(
@@ -799,6 +800,39 @@ impl PgStore {
         let id = self.insert_event(&tx, tenant, topic, payload).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(id)
+    }
+
+    pub async fn append_events(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<i64>, StateError> {
+        let texts: Vec<String> = payloads.iter().map(|p| p.to_string()).collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&OUTBOX_LOCK_CLASS, &tenant],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let rows = tx
+            .query(
+                &format!(
+                    "INSERT INTO outbox (tenant, topic, payload, created_at)
+                     SELECT $1, $2, p::jsonb, {NOW}
+                     FROM unnest($3::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n
+                     RETURNING id"
+                ),
+                &[&tenant, &topic, &texts],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     pub async fn events_after(
@@ -1022,19 +1056,35 @@ impl PgStore {
             }
             let row = client
                 .query_opt(
-                    "SELECT request_hash, response_status, response_body
-                     FROM idempotency_keys WHERE tenant = $1 AND key = $2",
-                    &[&tenant, &key],
+                    &format!(
+                        "SELECT request_hash, response_status, response_body, created_at,
+                                created_at < {NOW} - $3
+                         FROM idempotency_keys WHERE tenant = $1 AND key = $2"
+                    ),
+                    &[&tenant, &key, &ms(IDEMPOTENCY_IN_FLIGHT_TIMEOUT)],
                 )
                 .await
                 .map_err(|e| self.err(e))?;
-            if let Some(r) = row {
-                return Ok(idempotency_answer(
-                    request_hash,
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                ));
+            let Some(r) = row else { continue };
+            let answer = idempotency_answer(request_hash, r.get(0), r.get(1), r.get(2), r.get(4));
+            if answer != Idempotency::New {
+                return Ok(answer);
+            }
+            // Take the stale key over, unless another repeat just did.
+            let created_at: i64 = r.get(3);
+            let taken = client
+                .execute(
+                    &format!(
+                        "UPDATE idempotency_keys SET created_at = {NOW}
+                         WHERE tenant = $1 AND key = $2 AND created_at = $3
+                           AND response_status IS NULL"
+                    ),
+                    &[&tenant, &key, &created_at],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            if taken == 1 {
+                return Ok(Idempotency::New);
             }
         }
         Ok(Idempotency::InFlight)
