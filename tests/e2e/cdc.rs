@@ -359,3 +359,158 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         .get(0);
     assert_eq!(slots, 0);
 }
+
+/// Rows in the lake, from its manifest entries.
+fn lake_row_count(lake: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(lake.join("_manifest")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+        .flat_map(|entry| {
+            entry["files"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| f["rows"].as_u64().unwrap_or(0))
+        })
+        .sum()
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmHWM`: the peak resident set size).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+async fn wal_lsn(client: &tokio_postgres::Client, sql: &str) -> Option<u64> {
+    let text: Option<String> = client.query_one(sql, &[]).await.ok()?.get(0);
+    let (hi, lo) = text?
+        .split_once('/')
+        .map(|(h, l)| (h.to_string(), l.to_string()))?;
+    Some((u64::from_str_radix(&hi, 16).ok()? << 32) | u64::from_str_radix(&lo, 16).ok()?)
+}
+
+/// One transaction of 10 million rows (`EBB_BIG_TX_ROWS` to change) streams through the real
+/// `ebb cdc run` into the Parquet lake with the process's peak RSS under 512 MiB: PostgreSQL
+/// streams it before it commits (pgoutput v2), ebb spills it beyond its memory budget and
+/// replays it from disk at commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_million_row_transaction_streams_through_in_bounded_memory() {
+    let rows: u64 = std::env::var("EBB_BIG_TX_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cluster = PgCluster::builder()
+        .setting("max_wal_size", "4GB")
+        .start()
+        .unwrap();
+    let db = cluster.fresh_database().await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE big (id bigint)")
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("proj");
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    std::fs::write(dir.join("ebb.yml"), "name: big\n").unwrap();
+    std::fs::write(
+        dir.join("pipelines/big.yml"),
+        format!(
+            "source: {{url: '{}'}}\n\
+             publication: {{name: big_pub, create: true}}\n\
+             tables: [big]\n\
+             sinks:\n  - parquet: {{path: lake, roll_interval: 1s}}\n\
+             streaming: {{memory_budget: 64MiB}}\n\
+             heartbeat: 1s\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let lake = dir.join("lake");
+    let mut child = Ebb(Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["cdc", "run", "big", "-P"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap());
+    let pid = child.0.id();
+    let alive = |child: &mut Ebb| {
+        assert!(child.0.try_wait().unwrap().is_none(), "ebb exited early");
+    };
+    // Streaming has started once a first change is in the lake.
+    client
+        .batch_execute("INSERT INTO big VALUES (0)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lake_row_count(&lake) < 1 {
+        assert!(Instant::now() < deadline, "the first change did not arrive");
+        alive(&mut child);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO big SELECT g FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .unwrap();
+    let end = wal_lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let confirmed = wal_lsn(
+            &client,
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ebb_big'",
+        )
+        .await;
+        if confirmed.is_some_and(|c| c >= end) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transaction did not stream through in 15 minutes"
+        );
+        alive(&mut child);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak_kib = proc_status_kib(pid, "VmHWM");
+    // The pipeline's metrics file says how much it spilled.
+    let metrics = std::fs::read_to_string(dir.join(".ebb/cdc/big.prom")).unwrap_or_default();
+    let spilled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ebb_cdc_spilled_bytes_total{pipeline=\"big\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    interrupt(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(60)), Some(0));
+    eprintln!(
+        "{rows} rows in one transaction: {:.1} s, peak RSS {:.0} MiB, spilled {:.0} MiB",
+        elapsed.as_secs_f64(),
+        peak_kib as f64 / 1024.0,
+        spilled as f64 / 1048576.0
+    );
+    assert_eq!(
+        lake_row_count(&lake),
+        rows + 1,
+        "every row is in the lake once"
+    );
+    assert!(
+        peak_kib < 512 * 1024,
+        "peak RSS {peak_kib} KiB is over 512 MiB"
+    );
+    assert!(
+        spilled > 64 << 20,
+        "the transaction spilled ({spilled} bytes)"
+    );
+}

@@ -316,7 +316,9 @@ impl<S: CheckpointStore> Pipeline<S> {
         if slot.is_none() {
             // A new slot (first run, or after `ebb cdc drop`): what a sink holds from an
             // earlier slot is history; the copy and the stream start over and are appended.
-            for s in &mut self.sinks {
+            // (`initial_only` uses a temporary slot each run: its tables copied so far stay.)
+            let earlier = spec.snapshot != SnapshotMode::InitialOnly;
+            for s in self.sinks.iter_mut().filter(|_| earlier) {
                 if s.resume != Position::default() {
                     tracing::info!(sink = %s.sink.name(), "the sink holds changes of an earlier slot: a new copy is appended");
                     s.resume = Position::default();

@@ -104,7 +104,10 @@ async fn unchanged_toast_values_are_filled_or_marked_never_null() {
     // The lake says the same.
     let mut marked = Vec::new();
     for b in &lake {
-        let toast = b.column_by_name("_ebb_unchanged_toast").unwrap().as_list::<i32>();
+        let toast = b
+            .column_by_name("_ebb_unchanged_toast")
+            .unwrap()
+            .as_list::<i32>();
         let body = b.column_by_name("body").unwrap().as_string::<i32>();
         for r in 0..b.num_rows() {
             if toast.is_valid(r) {
@@ -168,9 +171,15 @@ async fn schema_changes_mid_stream_reach_the_sinks() {
     assert_eq!(one["a"], "one");
     assert!(one.get("b").is_none());
     let two = by_id(2, "insert");
-    assert_eq!((two["a"].clone(), two["b"].clone()), (json!("two"), json!(5)));
+    assert_eq!(
+        (two["a"].clone(), two["b"].clone()),
+        (json!("two"), json!(5))
+    );
     let three = by_id(3, "insert");
-    assert!(three.get("a").is_none(), "dropped column still sent: {three}");
+    assert!(
+        three.get("a").is_none(),
+        "dropped column still sent: {three}"
+    );
     assert_eq!(three["b"], 7);
     assert_eq!(by_id(4, "insert")["b"], 9_000_000_000_i64);
     assert_eq!(by_id(2, "update")["b"], 6);
@@ -195,19 +204,28 @@ async fn schema_changes_mid_stream_reach_the_sinks() {
                 .filter(|n| !n.starts_with("_ebb_"))
                 .collect();
             let b_col = b.column_by_name("b").map(|c| match c.data_type() {
-                DataType::Int32 => c.as_primitive::<Int32Type>().values().iter().map(|v| i64::from(*v)).collect(),
+                DataType::Int32 => c
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .iter()
+                    .map(|v| i64::from(*v))
+                    .collect(),
                 DataType::Int64 => c.as_primitive::<Int64Type>().values().to_vec(),
                 other => panic!("b is {other}"),
             });
             (names, b_col.unwrap_or_default())
         })
         .collect();
-    assert!(shapes.contains(&(vec!["id".into(), "a".into()], vec![])), "{shapes:?}");
+    assert!(
+        shapes.contains(&(vec!["id".into(), "a".into()], vec![])),
+        "{shapes:?}"
+    );
     assert!(shapes.contains(&(vec!["id".into(), "a".into(), "b".into()], vec![5])));
     assert!(shapes.contains(&(vec!["id".into(), "b".into()], vec![7])));
     assert!(
-        lake.iter()
-            .any(|b| b.column_by_name("b").is_some_and(|c| c.data_type() == &DataType::Int64)),
+        lake.iter().any(|b| b
+            .column_by_name("b")
+            .is_some_and(|c| c.data_type() == &DataType::Int64)),
         "the retyped column is bigint in the lake"
     );
 }
@@ -241,11 +259,15 @@ async fn truncate_reaches_the_sinks_in_order() {
     let lines = wait_lines(&out, 6).await;
     let lake_dir = dir.path().join("lake");
     let store = LocalFileSystem::new_with_prefix(&lake_dir).unwrap();
-    let entries = wait_for("the truncate in the lake", Duration::from_secs(30), || async {
-        let entries = read_manifest(&store, &Path::default()).await.unwrap();
-        let rows: u64 = entries.iter().flat_map(|e| &e.files).map(|f| f.rows).sum();
-        (rows >= 5 && entries.iter().any(|e| !e.truncates.is_empty())).then_some(entries)
-    })
+    let entries = wait_for(
+        "the truncate in the lake",
+        Duration::from_secs(30),
+        || async {
+            let entries = read_manifest(&store, &Path::default()).await.unwrap();
+            let rows: u64 = entries.iter().flat_map(|e| &e.files).map(|f| f.rows).sum();
+            (rows >= 5 && entries.iter().any(|e| !e.truncates.is_empty())).then_some(entries)
+        },
+    )
     .await;
     running.stop().await;
 
@@ -275,8 +297,14 @@ async fn truncate_reaches_the_sinks_in_order() {
     let mut ids: Vec<i32> = Vec::new();
     for b in lake_rows(&lake_dir).await {
         let id = b.column_by_name("id").unwrap().as_primitive::<Int32Type>();
-        let lsn = b.column_by_name("_ebb_lsn").unwrap().as_primitive::<arrow::datatypes::UInt64Type>();
-        let seq = b.column_by_name("_ebb_seq").unwrap().as_primitive::<arrow::datatypes::UInt64Type>();
+        let lsn = b
+            .column_by_name("_ebb_lsn")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        let seq = b
+            .column_by_name("_ebb_seq")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
         for r in 0..b.num_rows() {
             if (lsn.value(r), seq.value(r)) > (t_lsn, t_seq) {
                 ids.push(id.value(r));

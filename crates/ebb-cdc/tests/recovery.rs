@@ -8,7 +8,9 @@ use ebb_cdc::pipeline::{Pipeline, drop_pipeline};
 use ebb_cdc::sink::{DynSink, NdjsonSink};
 use ebb_testkit::PgCluster;
 
-use crate::support::{ndjson, replay, spec, start, start_watched, table_rows, wait_for, wait_lines};
+use crate::support::{
+    ndjson, replay, spec, start, start_watched, table_rows, wait_for, wait_lines,
+};
 
 const COLUMNS: &[&str] = &["id", "v"];
 
@@ -42,8 +44,11 @@ async fn an_invalidated_slot_stops_the_pipeline_and_a_new_snapshot_recovers() {
         .batch_execute("BEGIN; INSERT INTO acc VALUES (100, 100);")
         .await
         .unwrap();
-    wait_for("the slot to be invalidated", Duration::from_secs(120), || async {
-        client
+    wait_for(
+        "the slot to be invalidated",
+        Duration::from_secs(120),
+        || async {
+            client
             .batch_execute(
                 "INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 5000) g;
                  SELECT pg_switch_wal();
@@ -51,16 +56,17 @@ async fn an_invalidated_slot_stops_the_pipeline_and_a_new_snapshot_recovers() {
             )
             .await
             .unwrap();
-        let status: Option<String> = client
-            .query_one(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'inv_slot'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (status.as_deref() == Some("lost")).then_some(())
-    })
+            let status: Option<String> = client
+                .query_one(
+                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'inv_slot'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (status.as_deref() == Some("lost")).then_some(())
+        },
+    )
     .await;
     holder.batch_execute("COMMIT").await.unwrap();
     client
@@ -75,9 +81,15 @@ async fn an_invalidated_slot_stops_the_pipeline_and_a_new_snapshot_recovers() {
         .unwrap_err();
     assert!(matches!(err, CdcError::SlotInvalidated { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains("inv_slot") && message.contains("ebb cdc drop inv"), "{message}");
+    assert!(
+        message.contains("inv_slot") && message.contains("ebb cdc drop inv"),
+        "{message}"
+    );
     // A restart says the same, before doing anything.
-    let err = start(s.clone(), dir.path(), sinks()).join().await.unwrap_err();
+    let err = start(s.clone(), dir.path(), sinks())
+        .join()
+        .await
+        .unwrap_err();
     assert!(matches!(err, CdcError::SlotInvalidated { .. }), "{err:?}");
 
     // The documented recovery: drop, run again: a new slot, a new copy of the tables.
@@ -127,9 +139,7 @@ async fn an_interrupted_initial_copy_resumes_the_unfinished_tables() {
     let mut status = p.status();
     let err = p
         .run(async move {
-            let _ = status
-                .wait_for(|s| s.phase == "snapshot public.s2")
-                .await;
+            let _ = status.wait_for(|s| s.phase == "snapshot public.s2").await;
         })
         .await
         .unwrap_err();
@@ -223,14 +233,14 @@ async fn slot_lag_is_measured_and_warned_about() {
     assert!(seen.lag_bytes.unwrap() > 64 * 1024);
     writer.await.unwrap();
     // Once the writes stop, keepalives let the slot catch up and the warning clears.
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        status.wait_for(|s| !s.lag_warning),
-    )
-    .await
-    .expect("the warning clears")
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| !s.lag_warning))
+        .await
+        .expect("the warning clears")
+        .unwrap();
     let text = ebb_cdc::metrics::render("lag", &status.borrow());
-    assert!(text.contains("ebb_cdc_slot_lag_bytes{pipeline=\"lag\"} "), "{text}");
+    assert!(
+        text.contains("ebb_cdc_slot_lag_bytes{pipeline=\"lag\"} "),
+        "{text}"
+    );
     running.stop().await;
 }

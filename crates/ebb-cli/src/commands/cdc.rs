@@ -182,7 +182,9 @@ async fn status(project: &Project, only: Option<&str>) -> Result<Outcome> {
         None => project.pipelines.iter().map(|p| p.name.as_str()).collect(),
     };
     if names.is_empty() {
-        say!("this project has no pipelines (add pipelines/<name>.yml, or `pipelines:` in ebb.yml)");
+        say!(
+            "this project has no pipelines (add pipelines/<name>.yml, or `pipelines:` in ebb.yml)"
+        );
         return Ok(Outcome::Success);
     }
     say!(

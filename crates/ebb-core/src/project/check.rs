@@ -1134,7 +1134,10 @@ impl Checker<'_> {
                         p.name,
                         other.display()
                     ),
-                    Some("keep one of them (a pipeline lives in ebb.yml or in pipelines/NAME.yml)".into()),
+                    Some(
+                        "keep one of them (a pipeline lives in ebb.yml or in pipelines/NAME.yml)"
+                            .into(),
+                    ),
                 );
             }
             if !valid_name(&p.name) && in_main {
@@ -1574,7 +1577,10 @@ sinks: [{discard: {}}]
             .iter()
             .map(|p| (p.name.as_str(), p.path.display().to_string()))
             .collect();
-        assert!(names.contains(&("orders", "ebb.yml".to_string())), "{names:?}");
+        assert!(
+            names.contains(&("orders", "ebb.yml".to_string())),
+            "{names:?}"
+        );
         assert!(names.contains(&("events", "pipelines/events.yml".to_string())));
         let orders = loaded.project.pipeline("orders").unwrap();
         assert_eq!(orders.config.slot_name("orders"), "ebb_orders");
@@ -1582,15 +1588,26 @@ sinks: [{discard: {}}]
             .diagnostics
             .iter()
             .filter(|d| d.severity == crate::Severity::Error)
-            .map(|d| format!("{}:{} {}", d.file.display(), d.pos.map_or(0, |p| p.line), d.message))
+            .map(|d| {
+                format!(
+                    "{}:{} {}",
+                    d.file.display(),
+                    d.pos.map_or(0, |p| p.line),
+                    d.message
+                )
+            })
             .collect();
         // The empty sink list is reported at its line in ebb.yml; the name used twice too.
         assert!(
-            errors.iter().any(|e| e.starts_with("ebb.yml:10 ") && e.contains("at least one sink")),
+            errors
+                .iter()
+                .any(|e| e.starts_with("ebb.yml:10 ") && e.contains("at least one sink")),
             "{errors:#?}"
         );
         assert!(
-            errors.iter().any(|e| e.contains("\"users\" is declared twice")),
+            errors
+                .iter()
+                .any(|e| e.contains("\"users\" is declared twice")),
             "{errors:#?}"
         );
     }
