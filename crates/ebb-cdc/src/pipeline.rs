@@ -654,13 +654,27 @@ impl<S: CheckpointStore> Pipeline<S> {
         stream: &mut ReplicationStream,
         data: &Bytes,
     ) -> Result<(), CdcError> {
+        if let Some(xid) = state.in_stream {
+            // Data of an in-progress transaction is held as received and decoded once, at
+            // its replay (Insert, Update, Delete, Truncate, Relation, Type, Message).
+            if matches!(
+                data.first(),
+                Some(b'I' | b'U' | b'D' | b'T' | b'R' | b'Y' | b'M')
+            ) {
+                return state.txs.push(xid, data);
+            }
+        }
         let message = state
             .decoder
             .decode(data)
             .map_err(|e| CdcError::Data(format!("decoding the stream: {e}")))?;
         if let Some(xid) = state.in_stream {
             match &message {
-                LogicalMessage::StreamStop => state.in_stream = None,
+                LogicalMessage::StreamStop => {
+                    state.in_stream = None;
+                    let spilled = state.txs.spilled_bytes;
+                    self.status.send_modify(|s| s.spilled_bytes = spilled);
+                }
                 LogicalMessage::Insert(_)
                 | LogicalMessage::Update(_)
                 | LogicalMessage::Delete(_)
