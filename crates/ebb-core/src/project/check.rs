@@ -1546,26 +1546,27 @@ mod tests {
             path: PathBuf::from(path),
             text: text.to_string(),
         };
-        let main = "name: shop
-                    pipelines:
-                        orders:
-                            source: {url: postgres://h/db}
-                            publication: {name: p, create: true}
-                            tables: [orders]
-                            sinks: [{ndjson: {path: out.ndjson}}]
-                        users:
-                            source: {url: postgres://h/db}
-                            publication: {name: q}
-                            sinks: []
-";
-        let other = "source: {url: postgres://h/db}
-publication: {name: r}
-sinks: [{discard: {}}]
-";
+        let main = [
+            "name: shop",
+            "pipelines:",
+            "  orders:",
+            "    source: {url: postgres://h/db}",
+            "    publication: {name: p, create: true}",
+            "    tables: [orders]",
+            "    sinks: [{ndjson: {path: out.ndjson}}]",
+            "  users:",
+            "    source: {url: postgres://h/db}",
+            "    publication: {name: q}",
+            "    sinks: []",
+            "",
+        ]
+        .join("\n");
+        let other =
+            "source: {url: postgres://h/db}\npublication: {name: r}\nsinks: [{discard: {}}]\n";
         let source = ProjectSource {
             root: PathBuf::from("/p"),
             files: vec![
-                file("ebb.yml", main),
+                file("ebb.yml", &main),
                 file("pipelines/users.yml", other),
                 file("pipelines/events.yml", other),
             ],
@@ -1579,7 +1580,8 @@ sinks: [{discard: {}}]
             .collect();
         assert!(
             names.contains(&("orders", "ebb.yml".to_string())),
-            "{names:?}"
+            "{names:?} {:#?}",
+            loaded.diagnostics
         );
         assert!(names.contains(&("events", "pipelines/events.yml".to_string())));
         let orders = loaded.project.pipeline("orders").unwrap();
@@ -1601,7 +1603,7 @@ sinks: [{discard: {}}]
         assert!(
             errors
                 .iter()
-                .any(|e| e.starts_with("ebb.yml:10 ") && e.contains("at least one sink")),
+                .any(|e| e.starts_with("ebb.yml:11 ") && e.contains("at least one sink")),
             "{errors:#?}"
         );
         assert!(
