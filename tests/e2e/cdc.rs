@@ -359,3 +359,163 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         .get(0);
     assert_eq!(slots, 0);
 }
+
+/// A field of `/proc/PID/status` in KiB (`VmHWM`: the peak resident set size).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+async fn wal_lsn(client: &tokio_postgres::Client, sql: &str) -> Option<u64> {
+    let text: Option<String> = client.query_one(sql, &[]).await.ok()?.get(0);
+    let (hi, lo) = text?
+        .split_once('/')
+        .map(|(h, l)| (h.to_string(), l.to_string()))?;
+    Some((u64::from_str_radix(&hi, 16).ok()? << 32) | u64::from_str_radix(&lo, 16).ok()?)
+}
+
+/// One transaction of 10 million rows (`EBB_BIG_TX_ROWS` to change) streams through the real
+/// `ebb cdc run` with the process's peak RSS under 512 MiB: PostgreSQL streams it before it
+/// commits (pgoutput v2), ebb spills it beyond its 64 MiB budget and replays it from disk at
+/// commit into ChangeBatches. The sink is the null sink (`discard`), so that the test measures
+/// the pipeline, and its run is a few minutes in a debug build; the Parquet lake's own memory
+/// is bounded by `roll_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_million_row_transaction_streams_through_in_bounded_memory() {
+    let rows: u64 = std::env::var("EBB_BIG_TX_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cluster = PgCluster::builder()
+        .setting("max_wal_size", "4GB")
+        .start()
+        .unwrap();
+    let db = cluster.fresh_database().await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE big (id bigint)")
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("proj");
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    std::fs::write(dir.join("ebb.yml"), "name: big\n").unwrap();
+    std::fs::write(
+        dir.join("pipelines/big.yml"),
+        format!(
+            "source: {{url: '{}'}}\n\
+             publication: {{name: big_pub, create: true}}\n\
+             tables: [big]\n\
+             sinks:\n  - discard: {{}}\n\
+             streaming: {{memory_budget: 64MiB}}\n\
+             heartbeat: 1s\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let mut child = Ebb(Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["cdc", "run", "big", "-P"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap());
+    let pid = child.0.id();
+    let alive = |child: &mut Ebb| {
+        assert!(child.0.try_wait().unwrap().is_none(), "ebb exited early");
+    };
+    let confirmed_sql =
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'ebb_big'";
+    // Streaming has started once a first change is confirmed.
+    client
+        .batch_execute("INSERT INTO big VALUES (0)")
+        .await
+        .unwrap();
+    let first = wal_lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while wal_lsn(&client, confirmed_sql)
+        .await
+        .is_none_or(|c| c < first)
+    {
+        assert!(Instant::now() < deadline, "the first change did not arrive");
+        alive(&mut child);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO big SELECT g FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .unwrap();
+    let end = wal_lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .unwrap();
+    let inserted = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let confirmed = wal_lsn(&client, confirmed_sql).await;
+        if confirmed.is_some_and(|c| c >= end) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transaction did not stream through in 15 minutes"
+        );
+        alive(&mut child);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak_kib = proc_status_kib(pid, "VmHWM");
+    // The pipeline's metrics file (rewritten every second) says how much it spilled.
+    let spilled_now = || -> u64 {
+        std::fs::read_to_string(dir.join(".ebb/cdc/big.prom"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("ebb_cdc_spilled_bytes_total{pipeline=\"big\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut spilled = spilled_now();
+    while rows >= 5_000_000 && spilled == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        spilled = spilled_now();
+    }
+    interrupt(&child.0);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(60)), Some(0));
+    let mut err = String::new();
+    use std::io::Read as _;
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    eprintln!(
+        "{rows} rows in one transaction: inserted in {:.1} s, through ebb after {:.1} s, peak RSS {:.0} MiB, spilled {:.0} MiB",
+        inserted.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        peak_kib as f64 / 1024.0,
+        spilled as f64 / 1048576.0
+    );
+    // Every row went through the pipeline into the sink, once.
+    assert!(
+        err.contains(&format!("big: stopped; {} changes delivered", rows + 1)),
+        "{err}"
+    );
+    assert!(
+        peak_kib < 512 * 1024,
+        "peak RSS {peak_kib} KiB is over 512 MiB"
+    );
+    // Each change is about 30 bytes of pgoutput: millions of them exceed the 64 MiB budget.
+    if rows >= 5_000_000 {
+        assert!(spilled > 0, "the transaction spilled ({spilled} bytes)");
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::array::{Array, ListArray, ListBuilder, RecordBatch, StringBuilder, UInt64Array};
 use arrow::datatypes::SchemaRef;
 use ebb_core::change::{ChangeBatch, Key, Op};
 use ebb_postgres::Lsn;
@@ -24,7 +24,15 @@ pub struct Delivery {
     pub changes: ChangeBatch,
     /// Each row's commit LSN (for an initial copy: the snapshot's LSN).
     pub lsns: Arc<UInt64Array>,
+    /// For each row, the columns whose value PostgreSQL did not send because it is an
+    /// unchanged TOASTed value and no old image could fill it (`REPLICA IDENTITY` other than
+    /// `FULL`): such a value is null in `changes` and means "unchanged", never NULL. `None`
+    /// when no row has one. Sinks write it as `_ebb_unchanged_toast`.
+    pub unchanged_toast: Option<Arc<ListArray>>,
 }
+
+/// Column the sinks write [`Delivery::unchanged_toast`] to.
+pub const UNCHANGED_TOAST_COLUMN: &str = "_ebb_unchanged_toast";
 
 impl Delivery {
     /// The rows of this delivery that `keep` accepts (by table and commit LSN), or `None`
@@ -45,6 +53,16 @@ impl Delivery {
         }
         let batch = arrow::compute::filter_record_batch(self.changes.batch(), &mask).ok()?;
         let lsns = arrow::compute::filter(self.lsns.as_ref(), &mask).ok()?;
+        let unchanged_toast = match &self.unchanged_toast {
+            Some(t) => Some(Arc::new(
+                arrow::compute::filter(t.as_ref(), &mask)
+                    .ok()?
+                    .as_any()
+                    .downcast_ref::<ListArray>()?
+                    .clone(),
+            )),
+            None => None,
+        };
         Some(Delivery {
             table: self.table.clone(),
             changes: ChangeBatch::try_new(batch).ok()?,
@@ -54,6 +72,7 @@ impl Delivery {
                     .cloned()
                     .unwrap_or_else(|| UInt64Array::from(Vec::<u64>::new())),
             ),
+            unchanged_toast,
         })
     }
 
@@ -66,6 +85,24 @@ impl Delivery {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A `TRUNCATE` of one table: every row of the table that an earlier change (by commit LSN,
+/// then `_ebb_seq`) delivered is gone. Sinks record it in order with the changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Truncation {
+    /// `schema.table`.
+    pub table: String,
+    /// Commit LSN of its transaction.
+    pub lsn: u64,
+    /// Its `_ebb_seq` (its place among the transaction's changes).
+    pub seq: u64,
+    /// `TRUNCATE ... CASCADE`.
+    #[serde(default)]
+    pub cascade: bool,
+    /// `TRUNCATE ... RESTART IDENTITY`.
+    #[serde(default)]
+    pub restart_identity: bool,
 }
 
 /// The `_ebb_key` of a row from the text form of its key columns: the text itself for one
@@ -327,6 +364,24 @@ impl TableChanges {
             .finish()
             .map_err(|e| CdcError::Data(format!("table {}: building a batch: {e}", self.name)))?;
         let entity: RecordBatch = rows.batch;
+        let unchanged_toast = if rows.unchanged_toast.is_empty() {
+            None
+        } else {
+            let mut per_row: Vec<Vec<&str>> = vec![Vec::new(); entity.num_rows()];
+            for (row, column) in &rows.unchanged_toast {
+                if let (Some(slot), Some(c)) = (per_row.get_mut(*row), self.columns.get(*column)) {
+                    slot.push(c.name.as_str());
+                }
+            }
+            let mut builder = ListBuilder::new(StringBuilder::new());
+            for names in per_row {
+                for n in &names {
+                    builder.values().append_value(n);
+                }
+                builder.append(!names.is_empty());
+            }
+            Some(Arc::new(builder.finish()))
+        };
         let changes =
             ChangeBatch::from_parts(&self.ops, &self.keys, &self.seqs, &self.changed, &entity)
                 .map_err(|e| {
@@ -342,6 +397,7 @@ impl TableChanges {
             table: self.name.clone(),
             changes,
             lsns,
+            unchanged_toast,
         }))
     }
 }

@@ -9,6 +9,14 @@
 //! that every sink has durably committed; sinks recover to their last commit on start and
 //! the pipeline sends them only what they do not hold.
 //!
+//! Table-level events travel beside the rows: a `TRUNCATE` is a [`changes::Truncation`] handed
+//! to every sink in order; a Relation message that changes a table's columns flushes the rows
+//! of the old shape first. Unchanged TOAST values are filled from the old image (`REPLICA
+//! IDENTITY FULL`) or listed in [`changes::Delivery::unchanged_toast`], never passed off as NULL.
+//! A slot invalidated by `max_slot_wal_keep_size` stops the run with
+//! [`CdcError::SlotInvalidated`], whose message gives the recovery (drop, re-snapshot).
+//! User documentation: `docs/cdc.md`.
+//!
 //! # Layout
 //!
 //! - [`pipeline`]: the run loop ([`Pipeline`], [`PipelineSpec`]), status, drop.
@@ -19,7 +27,7 @@
 //! - [`sink`]: the [`sink::Sink`] durability contract; NDJSON, Parquet lake, discard.
 //! - [`checkpoint`]: [`checkpoint::CheckpointStore`] and its file implementation.
 //! - [`position`]: positions, `_ebb_seq`, idempotency keys.
-//! - [`metrics`]: metric names.
+//! - [`metrics`]: metric names, and a status in the Prometheus text format.
 //! - [`error`]: [`CdcError`] with its retry class.
 
 pub mod changes;

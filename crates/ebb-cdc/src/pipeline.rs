@@ -16,11 +16,11 @@ use ebb_postgres::replication::{
 use ebb_postgres::types::TypeRegistry;
 use tokio::sync::{mpsc, watch};
 
-use crate::changes::{Delivery, TableChanges};
+use crate::changes::{Delivery, TableChanges, Truncation};
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::error::CdcError;
 use crate::metrics;
-use crate::position::Position;
+use crate::position::{Position, seq};
 use crate::sink::DynSink;
 use crate::snapshot::{CopyPlan, copy_table};
 use crate::source::{self, TableInfo, literal};
@@ -70,7 +70,7 @@ impl PipelineSpec {
     /// Resolves `config` of pipeline `name` in the project at `root`.
     pub fn from_config(name: &str, config: &PipelineConfig, root: &Path) -> Result<Self, CdcError> {
         let source = ReplicationConfig::parse(config.source.url.expose())
-            .map_err(|e| CdcError::Config(format!("pipelines/{name}.yml: source.url: {e}")))?;
+            .map_err(|e| CdcError::Config(format!("pipeline {name}: source.url: {e}")))?;
         let b = &config.batch;
         Ok(PipelineSpec {
             name: name.to_string(),
@@ -124,6 +124,8 @@ pub struct Status {
     pub flush_lsn: Lsn,
     /// WAL the slot holds, when measured.
     pub lag_bytes: Option<u64>,
+    /// The last measured lag is above the configured `lag_warn_bytes`.
+    pub lag_warning: bool,
     /// Bytes of streamed transactions spilled to disk.
     pub spilled_bytes: u64,
 }
@@ -312,6 +314,17 @@ impl<S: CheckpointStore> Pipeline<S> {
         }
         let copy_wanted = spec.snapshot != SnapshotMode::Never;
         if slot.is_none() {
+            // A new slot (first run, or after `ebb cdc drop`): what a sink holds from an
+            // earlier slot is history; the copy and the stream start over and are appended.
+            // (`initial_only` uses a temporary slot each run: its tables copied so far stay.)
+            let earlier = spec.snapshot != SnapshotMode::InitialOnly;
+            for s in self.sinks.iter_mut().filter(|_| earlier) {
+                if s.resume != Position::default() {
+                    tracing::info!(sink = %s.sink.name(), "the sink holds changes of an earlier slot: a new copy is appended");
+                    s.resume = Position::default();
+                    s.durable = Position::default();
+                }
+            }
             if copy_wanted {
                 // The slot's exported snapshot is where the copy and the stream meet.
                 let mut exporter = ReplicationConnection::connect(&spec.source).await?;
@@ -513,6 +526,11 @@ impl<S: CheckpointStore> Pipeline<S> {
             .await;
         side.abort();
         let result = match result {
+            Err(e @ (CdcError::Replication(_) | CdcError::Data(_))) => {
+                // A walsender whose slot is invalidated is terminated: say so, not "the
+                // connection closed".
+                Err(explain_stream_end(&spec, e).await)
+            }
             Ok(()) => {
                 // Clean stop: deliver what is complete, checkpoint, end the stream.
                 self.commit_sinks(&mut stream, true).await?;
@@ -564,9 +582,13 @@ impl<S: CheckpointStore> Pipeline<S> {
                 }
                 report = side.recv() => match report {
                     Some(SideReport::Lag(bytes)) => {
-                        self.status.send_modify(|s| s.lag_bytes = Some(bytes));
+                        let high = bytes > spec.lag_warn_bytes;
+                        self.status.send_modify(|s| {
+                            s.lag_bytes = Some(bytes);
+                            s.lag_warning = high;
+                        });
                         metrics::gauge(metrics::SLOT_LAG_BYTES, &spec.name, bytes);
-                        if bytes > spec.lag_warn_bytes && last_lag_warn.elapsed() > Duration::from_secs(60) {
+                        if high && last_lag_warn.elapsed() > Duration::from_secs(60) {
                             last_lag_warn = Instant::now();
                             tracing::warn!(slot = %spec.slot, lag_bytes = bytes, threshold = spec.lag_warn_bytes, "replication slot lag is high: PostgreSQL keeps this much WAL for ebb");
                         }
@@ -632,13 +654,27 @@ impl<S: CheckpointStore> Pipeline<S> {
         stream: &mut ReplicationStream,
         data: &Bytes,
     ) -> Result<(), CdcError> {
+        if let Some(xid) = state.in_stream {
+            // Data of an in-progress transaction is held as received and decoded once, at
+            // its replay (Insert, Update, Delete, Truncate, Relation, Type, Message).
+            if matches!(
+                data.first(),
+                Some(b'I' | b'U' | b'D' | b'T' | b'R' | b'Y' | b'M')
+            ) {
+                return state.txs.push(xid, data);
+            }
+        }
         let message = state
             .decoder
             .decode(data)
             .map_err(|e| CdcError::Data(format!("decoding the stream: {e}")))?;
         if let Some(xid) = state.in_stream {
             match &message {
-                LogicalMessage::StreamStop => state.in_stream = None,
+                LogicalMessage::StreamStop => {
+                    state.in_stream = None;
+                    let spilled = state.txs.spilled_bytes;
+                    self.status.send_modify(|s| s.spilled_bytes = spilled);
+                }
                 LogicalMessage::Insert(_)
                 | LogicalMessage::Update(_)
                 | LogicalMessage::Delete(_)
@@ -656,8 +692,17 @@ impl<S: CheckpointStore> Pipeline<S> {
             LogicalMessage::StreamCommit(c) => {
                 let mut replay = state.txs.take(c.xid)?;
                 state.open_tx = Some((c.commit_lsn, 0));
+                // A replay of millions of changes takes longer than the server's
+                // `wal_sender_timeout`: keep telling it we are alive.
+                let mut last_reply = Instant::now();
+                let mut n = 0u64;
                 while let Some(m) = replay.next_message()? {
                     self.apply(state, m).await?;
+                    n += 1;
+                    if n % 4096 == 0 && last_reply.elapsed() >= Duration::from_secs(5) {
+                        stream.send_status_update(false).await?;
+                        last_reply = Instant::now();
+                    }
                 }
                 drop(replay);
                 self.committed(state, stream, c.commit_lsn, c.end_lsn)
@@ -735,12 +780,28 @@ impl<S: CheckpointStore> Pipeline<S> {
                 self.after_change(state).await?;
             }
             LogicalMessage::Truncate(t) => {
-                let names: Vec<String> = t
-                    .relation_ids
-                    .iter()
-                    .filter_map(|id| state.tables.get(id).map(|t| t.name.to_string()))
-                    .collect();
-                tracing::warn!(tables = ?names, "TRUNCATE is not delivered as changes: sinks keep the truncated rows");
+                // Rows gathered before it go out first: sinks see them in order.
+                self.write_pending(state).await?;
+                for id in &t.relation_ids {
+                    let Some(table) = state.tables.get(id).map(|t| t.name.to_string()) else {
+                        continue;
+                    };
+                    let (lsn, index) = next_index(state)?;
+                    let truncation = Truncation {
+                        table,
+                        lsn: lsn.0,
+                        seq: seq(lsn, index),
+                        cascade: t.cascade,
+                        restart_identity: t.restart_identity,
+                    };
+                    tracing::info!(table = %truncation.table, %lsn, "table truncated");
+                    for s in &mut self.sinks {
+                        if !s.resume.holds(&truncation.table, lsn.0) {
+                            s.sink.truncate(&truncation).await?;
+                        }
+                    }
+                }
+                self.uncommitted = true;
             }
             _ => {}
         }
@@ -893,6 +954,30 @@ fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+/// The error to report when the stream failed with `e`: the slot's invalidation when
+/// that is what ended it.
+async fn explain_stream_end(spec: &PipelineSpec, e: CdcError) -> CdcError {
+    let lost = async {
+        let mut conn = ReplicationConnection::connect(&spec.source).await.ok()?;
+        // The checkpointer marks the slot lost right after it ends the walsender.
+        for _ in 0..20 {
+            let state = conn.slot_state(&spec.slot).await.ok()?;
+            if state.as_ref().and_then(|s| s.wal_status.as_deref()) == Some("lost") {
+                return Some(true);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(false)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), lost).await {
+        Ok(Some(true)) => CdcError::SlotInvalidated {
+            slot: spec.slot.clone(),
+            pipeline: spec.name.clone(),
+        },
+        _ => e,
     }
 }
 

@@ -166,6 +166,7 @@ async fn copy_range(
             table: name.clone(),
             changes,
             lsns: Arc::new(UInt64Array::from(vec![plan.lsn.0; m])),
+            unchanged_toast: None,
         })
     };
     let arrow_err =

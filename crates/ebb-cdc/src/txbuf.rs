@@ -1,6 +1,11 @@
 //! Transactions that PostgreSQL streams before they commit (pgoutput v2 `streaming`): their
 //! messages are held until Stream Commit, in memory up to a budget and in spill files beyond
 //! it. Aborted subtransactions are dropped at replay; an aborted transaction is forgotten.
+//!
+//! A transaction's messages are kept as length-prefixed frames (`u32` big-endian length,
+//! then the message) in one growing buffer, the same frames its spill file holds: the budget
+//! counts the bytes really held (a million small messages are not a million allocations), and
+//! spilling is one write of the buffer.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -15,7 +20,8 @@ use crate::error::CdcError;
 /// One in-progress transaction.
 #[derive(Debug, Default)]
 struct Buffered {
-    memory: Vec<Bytes>,
+    /// Frames not yet spilled.
+    memory: Vec<u8>,
     memory_bytes: usize,
     spill: Option<(PathBuf, BufWriter<File>)>,
     spilled: u64,
@@ -71,15 +77,31 @@ impl StreamedTransactions {
 
     /// Adds one message (its raw pgoutput bytes) of transaction `xid`'s streamed block.
     pub fn push(&mut self, xid: u32, data: &[u8]) -> Result<(), CdcError> {
-        let tx = self.txs.entry(xid).or_default();
-        // A copy: the received buffer is shared with other messages.
-        let data = Bytes::copy_from_slice(data);
-        tx.memory_bytes += data.len();
-        self.used += data.len();
-        tx.memory.push(data);
-        if self.used > self.budget {
+        let len = u32::try_from(data.len())
+            .map_err(|_| CdcError::Data("a pgoutput message over 4 GiB".into()))?;
+        let frame = 4 + data.len();
+        loop {
+            let tx = self.txs.entry(xid).or_default();
+            let (held, cap) = (tx.memory.len(), tx.memory.capacity());
+            if held + frame <= cap {
+                break;
+            }
+            // The buffer would grow (doubling): spill before it outgrows the budget.
+            let growth = (cap * 2).max(held + frame).max(8) - cap;
+            if self.used + growth <= self.budget || self.used == 0 {
+                break;
+            }
             self.spill_largest()?;
         }
+        let tx = self.txs.get_mut(&xid).expect("inserted above");
+        let before = tx.memory.capacity();
+        tx.memory.reserve(frame);
+        tx.memory.extend_from_slice(&len.to_be_bytes());
+        tx.memory.extend_from_slice(data);
+        // What is held is the buffer's capacity.
+        let grown = tx.memory.capacity() - before;
+        tx.memory_bytes += grown;
+        self.used += grown;
         Ok(())
     }
 
@@ -98,22 +120,19 @@ impl StreamedTransactions {
             tx.spill = Some((path, BufWriter::with_capacity(1 << 20, file)));
         }
         let (path, writer) = tx.spill.as_mut().expect("just set");
-        for m in tx.memory.drain(..) {
-            let len = u32::try_from(m.len())
-                .map_err(|_| CdcError::Data("a pgoutput message over 4 GiB".into()))?;
-            writer
-                .write_all(&len.to_be_bytes())
-                .and_then(|()| writer.write_all(&m))
-                .map_err(CdcError::io(format!("writing {}", path.display())))?;
-            tx.spilled += 4 + u64::from(len);
-        }
+        writer
+            .write_all(&tx.memory)
+            .map_err(CdcError::io(format!("writing {}", path.display())))?;
+        tx.spilled += tx.memory.len() as u64;
         tracing::debug!(
             xid,
-            bytes = tx.memory_bytes,
+            bytes = tx.memory.len(),
             "streamed transaction spilled to disk"
         );
-        self.spilled_bytes += tx.memory_bytes as u64;
+        self.spilled_bytes += tx.memory.len() as u64;
         self.used -= tx.memory_bytes;
+        // Give the memory back: the next frames start a small buffer again.
+        tx.memory = Vec::new();
         tx.memory_bytes = 0;
         Ok(())
     }
@@ -162,7 +181,7 @@ impl StreamedTransactions {
             xid,
             decoder,
             spill,
-            memory: tx.memory.into_iter(),
+            memory: Bytes::from(tx.memory),
             aborted: tx.aborted,
         })
     }
@@ -191,7 +210,8 @@ pub struct Replay {
     xid: u32,
     decoder: Decoder,
     spill: Option<(PathBuf, BufReader<File>)>,
-    memory: std::vec::IntoIter<Bytes>,
+    /// Frames held in memory (after the spilled ones).
+    memory: Bytes,
     aborted: HashSet<u32>,
 }
 
@@ -214,7 +234,23 @@ impl Replay {
                 Err(e) => return Err(CdcError::io(format!("reading {}", path.display()))(e)),
             }
         }
-        Ok(self.memory.next())
+        if self.memory.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([
+            self.memory[0],
+            self.memory[1],
+            self.memory[2],
+            self.memory[3],
+        ]) as usize;
+        let _ = self.memory.split_to(4);
+        if self.memory.len() < len {
+            return Err(CdcError::Data(format!(
+                "replaying transaction {}: a buffered message is cut short",
+                self.xid
+            )));
+        }
+        Ok(Some(self.memory.split_to(len)))
     }
 
     /// The next message that belongs to a committed (sub)transaction.

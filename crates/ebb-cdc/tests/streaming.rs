@@ -4,7 +4,7 @@
 use ebb_cdc::sink::NdjsonSink;
 use ebb_testkit::PgCluster;
 
-use crate::support::{ndjson, replay, spec, start, table_rows, wait_lines};
+use crate::support::{ndjson, replay, spec, start_watched, table_rows, wait_for, wait_lines};
 
 #[tokio::test]
 async fn streamed_transactions_spill_and_drop_aborted_subtransactions() {
@@ -22,7 +22,8 @@ async fn streamed_transactions_spill_and_drop_aborted_subtransactions() {
     let out = dir.path().join("big.ndjson");
     let mut s = spec(&db, "big", &["big"], dir.path());
     s.memory_budget = 256 * 1024;
-    let running = start(s, dir.path(), vec![Box::new(NdjsonSink::file(out.clone()))]);
+    let (running, status) =
+        start_watched(s, dir.path(), vec![Box::new(NdjsonSink::file(out.clone()))]);
     // Wait for the (empty) snapshot to finish and streaming to start: a first change arrives.
     client
         .batch_execute("INSERT INTO big VALUES (0, 'first')")
@@ -47,7 +48,27 @@ async fn streamed_transactions_spill_and_drop_aborted_subtransactions() {
         .unwrap();
     // id 0 is updated too.
     let lines = wait_lines(&out, 1 + 20000 + 101 + 1).await;
+    let spilled = status.borrow().spilled_bytes;
     running.stop().await;
+    // PostgreSQL streamed the transactions before their commit, and ebb spilled them.
+    // (The server's statistics arrive within a second or so.)
+    wait_for(
+        "pg_stat_replication_slots to count the streamed transactions",
+        std::time::Duration::from_secs(10),
+        || async {
+            let streamed: i64 = client
+                .query_one(
+                    "SELECT stream_txns FROM pg_stat_replication_slots WHERE slot_name = 'big_slot'",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (streamed >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(spilled > 256 * 1024, "{spilled} bytes spilled");
     assert_eq!(ndjson(&out).len(), 1 + 20000 + 101 + 1);
     assert!(
         !lines

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ebb_cdc::checkpoint::FileCheckpointStore;
-use ebb_cdc::pipeline::{Pipeline, PipelineSpec, RunSummary};
+use ebb_cdc::pipeline::{Pipeline, PipelineSpec, RunSummary, Status};
 use ebb_cdc::sink::DynSink;
 use ebb_core::config::pipeline::SnapshotMode;
 use ebb_postgres::replication::ReplicationConfig;
 use ebb_testkit::TestDatabase;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// A pipeline spec for `tables` of a test database.
@@ -50,21 +50,41 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Waits for the run to end by itself (an error, or `initial_only`).
+    pub async fn join(self) -> Result<RunSummary, ebb_cdc::CdcError> {
+        self.task.await.unwrap()
+    }
+}
+
 /// Starts `spec` with these sinks and a file checkpoint store in `dir`.
 pub fn start(spec: PipelineSpec, dir: &Path, sinks: Vec<Box<dyn DynSink>>) -> Running {
+    start_watched(spec, dir, sinks).0
+}
+
+/// [`start`], also returning the pipeline's live status.
+pub fn start_watched(
+    spec: PipelineSpec,
+    dir: &Path,
+    sinks: Vec<Box<dyn DynSink>>,
+) -> (Running, watch::Receiver<Status>) {
     let store = FileCheckpointStore::new(dir.join("checkpoints"));
     let (tx, rx) = oneshot::channel::<()>();
+    let mut p = Pipeline::new(spec, store, sinks);
+    let status = p.status();
     let task = tokio::spawn(async move {
-        let mut p = Pipeline::new(spec, store, sinks);
         p.run(async move {
             let _ = rx.await;
         })
         .await
     });
-    Running {
-        stop: Some(tx),
-        task,
-    }
+    (
+        Running {
+            stop: Some(tx),
+            task,
+        },
+        status,
+    )
 }
 
 /// Runs `f` until it returns `Some`, or panics after `limit` naming `what`.

@@ -1,7 +1,7 @@
 //! A sink that keeps nothing: for benchmarks and dry runs.
 
 use super::Sink;
-use crate::changes::Delivery;
+use crate::changes::{Delivery, Truncation};
 use crate::error::CdcError;
 use crate::position::Position;
 
@@ -23,6 +23,10 @@ impl Sink for DiscardSink {
 
     async fn write(&mut self, delivery: &Delivery) -> Result<(), CdcError> {
         self.rows += delivery.len() as u64;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, _truncation: &Truncation) -> Result<(), CdcError> {
         Ok(())
     }
 

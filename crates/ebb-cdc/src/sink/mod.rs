@@ -6,6 +6,8 @@
 //! [`Sink::commit`] with the [`Position`] that everything written so far completes.
 //!
 //! - `write` accepts changes; they are **not** durable and may be lost in a crash.
+//! - `truncate` accepts a `TRUNCATE` of a table, in order with the changes written before
+//!   and after it, under the same rule as `write`.
 //! - `commit` makes everything written so far durable together with the position (now, or
 //!   later by the sink's own policy, e.g. when a Parquet file rolls; always now with
 //!   `force`) and returns the position that **is** durable. The pipeline confirms to
@@ -31,7 +33,7 @@ pub use discard::DiscardSink;
 pub use ndjson::NdjsonSink;
 pub use parquet::{ManifestEntry, ManifestFile, ParquetLakeSink, read_manifest};
 
-use crate::changes::Delivery;
+use crate::changes::{Delivery, Truncation};
 use crate::error::CdcError;
 use crate::position::Position;
 
@@ -49,6 +51,11 @@ pub trait Sink: Send {
     fn open(&mut self) -> impl Future<Output = Result<Option<Position>, CdcError>> + Send;
     /// Accepts changes (not yet durable).
     fn write(&mut self, delivery: &Delivery) -> impl Future<Output = Result<(), CdcError>> + Send;
+    /// Accepts a `TRUNCATE` of a table (not yet durable).
+    fn truncate(
+        &mut self,
+        truncation: &Truncation,
+    ) -> impl Future<Output = Result<(), CdcError>> + Send;
     /// Everything written so far completes `position`; returns the durable position.
     fn commit(
         &mut self,
@@ -67,6 +74,11 @@ pub trait DynSink: Send {
     fn open(&mut self) -> BoxFuture<'_, Result<Option<Position>, CdcError>>;
     /// See [`Sink::write`].
     fn write<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), CdcError>>;
+    /// See [`Sink::truncate`].
+    fn truncate<'a>(
+        &'a mut self,
+        truncation: &'a Truncation,
+    ) -> BoxFuture<'a, Result<(), CdcError>>;
     /// See [`Sink::commit`].
     fn commit<'a>(
         &'a mut self,
@@ -84,6 +96,12 @@ impl<S: Sink> DynSink for S {
     }
     fn write<'a>(&'a mut self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), CdcError>> {
         Box::pin(Sink::write(self, delivery))
+    }
+    fn truncate<'a>(
+        &'a mut self,
+        truncation: &'a Truncation,
+    ) -> BoxFuture<'a, Result<(), CdcError>> {
+        Box::pin(Sink::truncate(self, truncation))
     }
     fn commit<'a>(
         &'a mut self,

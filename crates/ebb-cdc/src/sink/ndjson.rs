@@ -2,6 +2,10 @@
 //!
 //! Each line holds `_ebb_table`, `_ebb_lsn` (the commit LSN as a number), the ChangeBatch
 //! metadata (`_ebb_op` as `insert`/`update`/`delete`) and the entity's columns, nulls written.
+//! When PostgreSQL left out unchanged TOASTed values that no old image could fill, the lines
+//! of that batch carry `_ebb_unchanged_toast`: the columns whose `null` means "unchanged".
+//! A `TRUNCATE` is a line of its own: `{"_ebb_table", "_ebb_lsn", "_ebb_op": "truncate",
+//! "_ebb_seq", "cascade", "restart_identity"}`; every earlier row of the table is gone.
 //!
 //! A file sink records, beside the file (`<file>.commit.json`, replaced atomically), the
 //! length the file had at its last commit and that commit's position. `open` truncates the
@@ -12,13 +16,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, UInt8Type};
 use ebb_core::change::Op;
 use serde::{Deserialize, Serialize};
 
 use super::{LSN_COLUMN, Sink, TABLE_COLUMN, sink_error};
-use crate::changes::Delivery;
+use crate::changes::{Delivery, Truncation, UNCHANGED_TOAST_COLUMN};
 use crate::checkpoint::write_atomic;
 use crate::error::CdcError;
 use crate::position::Position;
@@ -76,6 +80,29 @@ impl NdjsonSink {
     }
 }
 
+impl NdjsonSink {
+    /// Writes the lines in `buf` to the target.
+    fn append(&mut self) -> Result<(), CdcError> {
+        let name = self.name();
+        match &mut self.target {
+            Target::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&self.buf)
+                    .map_err(|e| sink_error(&name, false)(format!("writing stdout: {e}")))?;
+            }
+            Target::File { file, written, .. } => {
+                let f = file
+                    .as_mut()
+                    .ok_or_else(|| sink_error(&name, false)("written before open".into()))?;
+                f.write_all(&self.buf)
+                    .map_err(|e| sink_error(&name, true)(format!("writing: {e}")))?;
+                *written += self.buf.len() as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The delivery as the JSON lines of the sink, appended to `out`.
 pub fn to_json_lines(delivery: &Delivery, out: &mut Vec<u8>) -> Result<(), String> {
     let batch = delivery.changes.batch();
@@ -109,6 +136,16 @@ pub fn to_json_lines(delivery: &Delivery, out: &mut Vec<u8>) -> Result<(), Strin
             fields.push(Field::new(field.name(), DataType::Utf8, false));
             columns.push(Arc::new(ops.clone()));
             continue;
+        }
+        if i == 4
+            && let Some(toast) = &delivery.unchanged_toast
+        {
+            fields.push(Field::new(
+                UNCHANGED_TOAST_COLUMN,
+                toast.data_type().clone(),
+                true,
+            ));
+            columns.push(toast.clone());
         }
         // Types JSON has no form for become their text.
         let (field, column) = match field.data_type() {
@@ -190,22 +227,23 @@ impl Sink for NdjsonSink {
         let name = self.name();
         self.buf.clear();
         to_json_lines(delivery, &mut self.buf).map_err(sink_error(&name, false))?;
-        match &mut self.target {
-            Target::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&self.buf)
-                    .map_err(|e| sink_error(&name, false)(format!("writing stdout: {e}")))?;
-            }
-            Target::File { file, written, .. } => {
-                let f = file
-                    .as_mut()
-                    .ok_or_else(|| sink_error(&name, false)("written before open".into()))?;
-                f.write_all(&self.buf)
-                    .map_err(|e| sink_error(&name, true)(format!("writing: {e}")))?;
-                *written += self.buf.len() as u64;
-            }
-        }
-        Ok(())
+        self.append()
+    }
+
+    async fn truncate(&mut self, t: &Truncation) -> Result<(), CdcError> {
+        self.buf.clear();
+        let line = serde_json::json!({
+            TABLE_COLUMN: t.table,
+            LSN_COLUMN: t.lsn,
+            "_ebb_op": "truncate",
+            "_ebb_seq": t.seq,
+            "cascade": t.cascade,
+            "restart_identity": t.restart_identity,
+        });
+        serde_json::to_writer(&mut self.buf, &line)
+            .map_err(|e| sink_error(&self.name(), false)(e.to_string()))?;
+        self.buf.push(b'\n');
+        self.append()
     }
 
     async fn commit(&mut self, position: &Position, _force: bool) -> Result<Position, CdcError> {

@@ -7,14 +7,18 @@
 //! <root>/_manifest/<manifest number, 20 digits>.json         one entry per commit
 //! ```
 //!
-//! Each file holds the ChangeBatch columns, then `_ebb_lsn` (the commit LSN), then the
-//! entity's columns; a schema change starts a new file. Files are uploaded whole (object_store
+//! Each file holds the ChangeBatch columns, then `_ebb_lsn` (the commit LSN) and
+//! `_ebb_unchanged_toast` (columns whose null means "unchanged TOAST value, not sent"), then
+//! the entity's columns; a schema change starts a new file. Files are uploaded whole (object_store
 //! puts are atomic: never a half file), and become part of the lake only when a manifest entry
 //! lists them: the entry is created with put-if-absent and records the files, their LSN
 //! ranges and the position they complete. Readers take the union of the manifest entries'
 //! files. On open, files no entry lists (written before a crash) are deleted, and the last
 //! entry's position is where the pipeline resumes for this sink: no change is lost or written
 //! twice.
+//!
+//! A `TRUNCATE` is recorded in the manifest entry that commits it (`truncates`: table, commit
+//! LSN, `_ebb_seq`): a reader drops the table's rows ordered before it.
 
 use std::collections::BTreeMap;
 use std::path::Path as FsPath;
@@ -33,7 +37,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use super::{LSN_COLUMN, Sink, sink_error};
-use crate::changes::Delivery;
+use crate::changes::{Delivery, Truncation, UNCHANGED_TOAST_COLUMN};
 use crate::error::CdcError;
 use crate::position::Position;
 
@@ -66,6 +70,10 @@ pub struct ManifestEntry {
     pub number: u64,
     /// The files it adds.
     pub files: Vec<ManifestFile>,
+    /// `TRUNCATE`s it commits: rows of the table ordered before one (by `_ebb_lsn`, then
+    /// `_ebb_seq`) are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncates: Vec<Truncation>,
     /// What the lake holds once this entry is in.
     pub position: Position,
 }
@@ -100,6 +108,8 @@ pub struct ParquetLakeSink {
     open: BTreeMap<Arc<str>, OpenFile>,
     /// Uploaded, not yet listed by a manifest entry.
     staged: Vec<ManifestFile>,
+    /// Truncations not yet committed.
+    truncates: Vec<Truncation>,
     durable: Position,
     pending_since: Option<Instant>,
     last_entry_at: Instant,
@@ -150,6 +160,7 @@ impl ParquetLakeSink {
             files_in_entry: 0,
             open: BTreeMap::new(),
             staged: Vec::new(),
+            truncates: Vec::new(),
             durable: Position::default(),
             pending_since: None,
             last_entry_at: Instant::now(),
@@ -198,6 +209,10 @@ impl ParquetLakeSink {
     fn file_schema(changes: &SchemaRef) -> SchemaRef {
         let mut fields: Vec<Arc<Field>> = changes.fields().iter().cloned().collect();
         fields.insert(4, Arc::new(Field::new(LSN_COLUMN, DataType::UInt64, false)));
+        fields.insert(
+            5,
+            Arc::new(Field::new(UNCHANGED_TOAST_COLUMN, toast_type(), true)),
+        );
         Arc::new(Schema::new(fields))
     }
 
@@ -233,6 +248,11 @@ impl ParquetLakeSink {
         });
         Ok(())
     }
+}
+
+/// The type of `_ebb_unchanged_toast`: a list of column names.
+fn toast_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
 trait JoinAll {
@@ -329,6 +349,13 @@ impl Sink for ParquetLakeSink {
         }
         let mut columns: Vec<ArrayRef> = changes.columns().to_vec();
         columns.insert(4, delivery.lsns.clone());
+        columns.insert(
+            5,
+            match &delivery.unchanged_toast {
+                Some(t) => t.clone(),
+                None => arrow::array::new_null_array(&toast_type(), changes.num_rows()),
+            },
+        );
         let batch = RecordBatch::try_new(schema, columns)
             .map_err(|e| err(format!("building a Parquet batch: {e}")))?;
         let file = self.open.get_mut(&delivery.table).expect("just opened");
@@ -352,8 +379,19 @@ impl Sink for ParquetLakeSink {
         Ok(())
     }
 
+    async fn truncate(&mut self, t: &Truncation) -> Result<(), CdcError> {
+        // Rows of the table written before it close their file, so that a reader can apply
+        // it between files as well as by (`_ebb_lsn`, `_ebb_seq`).
+        let table: Arc<str> = t.table.as_str().into();
+        self.close_file(&table).await?;
+        self.truncates.push(t.clone());
+        self.pending_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
     async fn commit(&mut self, position: &Position, force: bool) -> Result<Position, CdcError> {
-        let pending = !(self.open.is_empty() && self.staged.is_empty());
+        let pending =
+            !(self.open.is_empty() && self.staged.is_empty() && self.truncates.is_empty());
         if !pending && *position == self.durable {
             return Ok(self.durable.clone());
         }
@@ -377,6 +415,7 @@ impl Sink for ParquetLakeSink {
         let entry = ManifestEntry {
             number: self.next_number,
             files: std::mem::take(&mut self.staged),
+            truncates: std::mem::take(&mut self.truncates),
             position: position.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&entry)

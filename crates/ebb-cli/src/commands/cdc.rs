@@ -1,4 +1,5 @@
-//! `ebb cdc run|status|drop`: change data capture pipelines (`pipelines/NAME.yml`).
+//! `ebb cdc run|status|drop`: change data capture pipelines (`pipelines/NAME.yml`, or
+//! `pipelines:` in `ebb.yml`).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -46,7 +47,7 @@ fn spec_of(project: &Project, name: &str) -> Result<PipelineSpec> {
         bail!(
             "no pipeline named {name:?} (pipelines: {})",
             if names.is_empty() {
-                "none; add pipelines/<name>.yml".to_string()
+                "none; add pipelines/<name>.yml or `pipelines:` in ebb.yml".to_string()
             } else {
                 names.join(", ")
             }
@@ -112,6 +113,8 @@ async fn run_pipeline(project: &Project, name: &str) -> Result<Outcome> {
     let mut pipeline = Pipeline::new(spec.clone(), store(project), sinks);
     let mut status = pipeline.status();
     let live = std::io::stderr().is_terminal();
+    let metrics_file = project.root.join(".ebb/cdc").join(format!("{name}.prom"));
+    let pipeline_name = name.to_string();
     let printer = tokio::spawn(async move {
         let started = Instant::now();
         let (mut last_rows, mut last_at) = (0u64, Instant::now());
@@ -127,8 +130,18 @@ async fn run_pipeline(project: &Project, name: &str) -> Result<Outcome> {
                 rate = (s.rows - last_rows) as f64 / dt;
             }
             (last_rows, last_at) = (s.rows, Instant::now());
+            // Metrics for a node exporter's textfile collector, replaced atomically.
+            let text = ebb_cdc::metrics::render(&pipeline_name, &s);
+            let tmp = metrics_file.with_extension("prom.tmp");
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &metrics_file);
+            }
             let lag = s.lag_bytes.map_or("?".to_string(), |b| {
-                format!("{:.1} MiB", b as f64 / 1048576.0)
+                format!(
+                    "{:.1} MiB{}",
+                    b as f64 / 1048576.0,
+                    if s.lag_warning { " (HIGH)" } else { "" }
+                )
             });
             let line = format!(
                 "{} | {} rows, {rate:.0}/s | last {} | flushed {} | lag {lag} | {}s",
@@ -169,7 +182,9 @@ async fn status(project: &Project, only: Option<&str>) -> Result<Outcome> {
         None => project.pipelines.iter().map(|p| p.name.as_str()).collect(),
     };
     if names.is_empty() {
-        say!("this project has no pipelines (add pipelines/<name>.yml)");
+        say!(
+            "this project has no pipelines (add pipelines/<name>.yml, or `pipelines:` in ebb.yml)"
+        );
         return Ok(Outcome::Success);
     }
     say!(

@@ -30,6 +30,9 @@ pub struct ProjectConfig {
     pub defaults: Defaults,
     #[serde(default)]
     pub tenants: NamedMap<TenantConfig>,
+    /// CDC pipelines declared here rather than in `pipelines/NAME.yml` (same fields).
+    #[serde(default)]
+    pub pipelines: NamedMap<crate::config::pipeline::PipelineConfig>,
 }
 
 fn version_one() -> Spanned<u32> {

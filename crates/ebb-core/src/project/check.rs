@@ -1120,9 +1120,38 @@ impl Checker<'_> {
     fn pipelines(&mut self) {
         let project = self.project;
         let mut slots: HashMap<String, &Path> = HashMap::new();
+        let mut names: HashMap<&str, &Path> = HashMap::new();
         for p in &project.pipelines {
             let file = p.path.as_path();
-            if !valid_name(&p.name) {
+            let in_main = file.components().count() == 1;
+            if let Some(other) = names.insert(p.name.as_str(), file) {
+                self.error(
+                    file,
+                    None,
+                    "",
+                    format!(
+                        "pipeline \"{}\" is declared twice: here and in {}",
+                        p.name,
+                        other.display()
+                    ),
+                    Some(
+                        "keep one of them (a pipeline lives in ebb.yml or in pipelines/NAME.yml)"
+                            .into(),
+                    ),
+                );
+            }
+            if !valid_name(&p.name) && in_main {
+                self.error(
+                    file,
+                    None,
+                    "pipelines",
+                    format!(
+                        "pipeline name \"{}\" must be lowercase letters, digits and _",
+                        p.name
+                    ),
+                    Some(format!("rename it to {}", suggested_name(&p.name))),
+                );
+            } else if !valid_name(&p.name) {
                 self.error(
                     file,
                     None,
@@ -1508,6 +1537,81 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:#?}");
         assert!(errors[0].contains("Bad-Name") && errors[0].contains("lowercase"));
         assert!(errors[1].contains("slot \"shared\" is also used by pipelines/Bad-Name.yml"));
+    }
+
+    #[test]
+    fn pipelines_can_be_declared_in_ebb_yml() {
+        use crate::project::{SourceFile, load};
+        let file = |path: &str, text: &str| SourceFile {
+            path: PathBuf::from(path),
+            text: text.to_string(),
+        };
+        let main = [
+            "name: shop",
+            "pipelines:",
+            "  orders:",
+            "    source: {url: postgres://h/db}",
+            "    publication: {name: p, create: true}",
+            "    tables: [orders]",
+            "    sinks: [{ndjson: {path: out.ndjson}}]",
+            "  users:",
+            "    source: {url: postgres://h/db}",
+            "    publication: {name: q}",
+            "    sinks: []",
+            "",
+        ]
+        .join("\n");
+        let other =
+            "source: {url: postgres://h/db}\npublication: {name: r}\nsinks: [{discard: {}}]\n";
+        let source = ProjectSource {
+            root: PathBuf::from("/p"),
+            files: vec![
+                file("ebb.yml", &main),
+                file("pipelines/users.yml", other),
+                file("pipelines/events.yml", other),
+            ],
+        };
+        let loaded = load(&source, &|_: &str| None);
+        let names: Vec<(&str, String)> = loaded
+            .project
+            .pipelines
+            .iter()
+            .map(|p| (p.name.as_str(), p.path.display().to_string()))
+            .collect();
+        assert!(
+            names.contains(&("orders", "ebb.yml".to_string())),
+            "{names:?} {:#?}",
+            loaded.diagnostics
+        );
+        assert!(names.contains(&("events", "pipelines/events.yml".to_string())));
+        let orders = loaded.project.pipeline("orders").unwrap();
+        assert_eq!(orders.config.slot_name("orders"), "ebb_orders");
+        let errors: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == crate::Severity::Error)
+            .map(|d| {
+                format!(
+                    "{}:{} {}",
+                    d.file.display(),
+                    d.pos.map_or(0, |p| p.line),
+                    d.message
+                )
+            })
+            .collect();
+        // The empty sink list is reported at its line in ebb.yml; the name used twice too.
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("ebb.yml:11 ") && e.contains("at least one sink")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("\"users\" is declared twice")),
+            "{errors:#?}"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct Sync {
     pub config: SyncConfig,
 }
 
-/// A CDC pipeline: `pipelines/NAME.yml`.
+/// A CDC pipeline: `pipelines/NAME.yml`, or an entry of `pipelines:` in `ebb.yml`.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub name: String,
@@ -166,7 +166,17 @@ pub fn load(source: &ProjectSource, env: &dyn Env) -> Loaded {
         .find(|f| f.path == Path::new("ebb.yml") || f.path == Path::new("ebb.yaml"));
     match main {
         Some(f) => {
-            project.config = parse_file::<ProjectConfig>(f, env, &mut diags, &mut secret_lines)
+            project.config = parse_file::<ProjectConfig>(f, env, &mut diags, &mut secret_lines);
+            // Pipelines may be declared in ebb.yml as well as in pipelines/NAME.yml.
+            if let Some(config) = &project.config {
+                for (name, pipeline) in config.pipelines.iter() {
+                    project.pipelines.push(Pipeline {
+                        name: name.value.clone(),
+                        path: f.path.clone(),
+                        config: pipeline.clone(),
+                    });
+                }
+            }
         }
         None => diags.push(
             Diagnostic::error(PROJECT_FILE, None, "this folder has no ebb.yml").help(
