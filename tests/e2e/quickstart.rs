@@ -18,8 +18,12 @@ fn free_port() -> u16 {
 }
 
 fn ebb_run(cwd: &Path, webhook: u16, hubspot: u16) -> Output {
+    ebb_run_in(cwd, "proj", webhook, hubspot)
+}
+
+fn ebb_run_in(cwd: &Path, project: &str, webhook: u16, hubspot: u16) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["run", "-P", "proj", "--sandbox"])
+        .args(["run", "-P", project, "--sandbox"])
         .current_dir(cwd)
         .env_remove("EBB_WEBHOOK_SECRET")
         .env_remove("HUBSPOT_TOKEN")
@@ -136,15 +140,9 @@ fn quickstart_twice_sends_only_the_changes() {
         row(300, 300, 0, 0, 300)
     );
     assert!(printed.contains("Where to look next"), "{printed}");
-    // The emulated CRM holds one company per account.
-    let crm = std::fs::read_to_string(proj.join(".ebb/sandbox/hubspot.json"))
-        .expect("the HubSpot sandbox keeps its state under .ebb/sandbox/");
-    assert_eq!(
-        crm.matches("\"ebb_account_id\"").count(),
-        300,
-        "{}",
-        &crm[..crm.len().min(2000)]
-    );
+    // The emulated CRM holds one company per account; the receiver got one message each.
+    assert_eq!(companies(&proj), 300);
+    assert_eq!(webhook_messages(&proj), 300);
 
     // Nothing changed: nothing is sent.
     let out = ebb_run(tmp.path(), webhook, hubspot);
@@ -180,4 +178,26 @@ fn quickstart_twice_sends_only_the_changes() {
     // Upsert mode leaves the two deleted accounts in the CRM; the webhook got 17 more.
     assert_eq!(companies(&proj), 305);
     assert_eq!(webhook_messages(&proj), 317);
+}
+
+#[test]
+fn a_new_project_from_init_runs_the_same_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["init", "growth"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = ebb_run_in(tmp.path(), "growth", free_port(), free_port());
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{printed}\n{}", stderr(&out));
+    assert_eq!(
+        summary_row(&printed, "crm_companies"),
+        row(300, 300, 0, 0, 300)
+    );
+    assert_eq!(
+        summary_row(&printed, "account_webhooks"),
+        row(300, 300, 0, 0, 300)
+    );
 }
