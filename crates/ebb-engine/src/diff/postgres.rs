@@ -36,7 +36,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use ebb_core::change::{self, ChangeBatch, Key, Op};
 use ebb_postgres::types::PgType;
