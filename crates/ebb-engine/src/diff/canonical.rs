@@ -335,10 +335,7 @@ pub fn row_hashes(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, Ar
 
 /// The canonical hash of each row, one value at a time through [`encode_value`]: the
 /// definition [`row_hashes`] must match.
-pub fn row_hashes_by_value(
-    columns: &[&dyn Array],
-    rows: usize,
-) -> Result<UInt64Array, ArrowError> {
+pub fn row_hashes_by_value(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, ArrowError> {
     let mut buf = Vec::with_capacity(256);
     let mut hashes = Vec::with_capacity(rows);
     for row in 0..rows {
@@ -506,19 +503,49 @@ mod tests {
         };
         use arrow::datatypes::Int32Type;
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                None,
+                Some(false),
+                Some(true),
+            ])),
             Arc::new(Int8Array::from(vec![Some(-128), Some(0), None, Some(127)])),
             Arc::new(Int64Array::from(vec![i64::MIN, -1, 0, i64::MAX])),
-            Arc::new(UInt64Array::from(vec![Some(u64::MAX), None, Some(0), Some(7)])),
-            Arc::new(Float32Array::from(vec![Some(-0.0), Some(f32::NAN), None, Some(1.5)])),
-            Arc::new(Float64Array::from(vec![f64::NAN, -0.0, f64::INFINITY, f64::MIN])),
+            Arc::new(UInt64Array::from(vec![
+                Some(u64::MAX),
+                None,
+                Some(0),
+                Some(7),
+            ])),
+            Arc::new(Float32Array::from(vec![
+                Some(-0.0),
+                Some(f32::NAN),
+                None,
+                Some(1.5),
+            ])),
+            Arc::new(Float64Array::from(vec![
+                f64::NAN,
+                -0.0,
+                f64::INFINITY,
+                f64::MIN,
+            ])),
             Arc::new(
                 Decimal128Array::from(vec![Some(i128::MAX), None, Some(-1), Some(0)])
                     .with_precision_and_scale(38, 4)
                     .unwrap(),
             ),
-            Arc::new(StringArray::from(vec![Some(""), None, Some("Zoë"), Some("a\"b")])),
-            Arc::new(LargeStringArray::from(vec![Some("x"), Some(""), None, Some("😀")])),
+            Arc::new(StringArray::from(vec![
+                Some(""),
+                None,
+                Some("Zoë"),
+                Some("a\"b"),
+            ])),
+            Arc::new(LargeStringArray::from(vec![
+                Some("x"),
+                Some(""),
+                None,
+                Some("😀"),
+            ])),
             Arc::new(StringViewArray::from(vec![
                 Some("a long string beyond twelve bytes"),
                 None,
@@ -531,11 +558,26 @@ mod tests {
                 Some(&b"\x00\xff"[..]),
                 Some(&b"z"[..]),
             ])),
-            Arc::new(Date32Array::from(vec![Some(i32::MIN), Some(0), None, Some(i32::MAX)])),
-            Arc::new(TimestampSecondArray::from(vec![Some(i64::MIN), None, Some(0), Some(1)])),
+            Arc::new(Date32Array::from(vec![
+                Some(i32::MIN),
+                Some(0),
+                None,
+                Some(i32::MAX),
+            ])),
+            Arc::new(TimestampSecondArray::from(vec![
+                Some(i64::MIN),
+                None,
+                Some(0),
+                Some(1),
+            ])),
             Arc::new(
-                TimestampMillisecondArray::from(vec![Some(-1), Some(1_700_000_000_000), None, Some(i64::MAX)])
-                    .with_timezone("+02:00"),
+                TimestampMillisecondArray::from(vec![
+                    Some(-1),
+                    Some(1_700_000_000_000),
+                    None,
+                    Some(i64::MAX),
+                ])
+                .with_timezone("+02:00"),
             ),
             Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
                 Some(vec![Some(1), None]),

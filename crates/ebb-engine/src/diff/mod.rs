@@ -388,9 +388,8 @@ pub async fn diff(
     let writer = std::thread::Builder::new()
         .name("ebb-diff-staging".into())
         .spawn(move || -> Result<(), EngineError> {
-            let mut writer =
-                ArrowWriter::try_new(file, writer_schema, Some(staging_properties()))
-                    .map_err(parquet_err)?;
+            let mut writer = ArrowWriter::try_new(file, writer_schema, Some(staging_properties()))
+                .map_err(parquet_err)?;
             for batch in batches {
                 writer.write(&batch).map_err(parquet_err)?;
             }
@@ -405,9 +404,7 @@ pub async fn diff(
         .memory_limit
         .map_or(usize::MAX, |limit| limit / KEY_SET_BYTES_PER_KEY);
     let mut key_hashes: Option<KeyHashes> = Some(HashSet::with_capacity_and_hasher(
-        base.as_ref()
-            .map_or(0, |m| m.rows as usize)
-            .min(max_keys),
+        base.as_ref().map_or(0, |m| m.rows as usize).min(max_keys),
         Default::default(),
     ));
     let mut maybe_duplicates = false;
@@ -500,17 +497,26 @@ pub async fn diff(
         sample.truncate(5);
         report.bad_keys.sample_duplicates = sample;
         let table = MemTable::try_new(
-            Arc::new(Schema::new(vec![Field::new(change::KEY, DataType::Utf8, false)])),
+            Arc::new(Schema::new(vec![Field::new(
+                change::KEY,
+                DataType::Utf8,
+                false,
+            )])),
             vec![vec![
                 RecordBatch::try_new(
-                    Arc::new(Schema::new(vec![Field::new(change::KEY, DataType::Utf8, false)])),
+                    Arc::new(Schema::new(vec![Field::new(
+                        change::KEY,
+                        DataType::Utf8,
+                        false,
+                    )])),
                     vec![Arc::new(StringArray::from(keys))],
                 )
                 .map_err(arrow_err)?,
             ]],
         )
         .map_err(df_err)?;
-        ctx.register_table("dups", Arc::new(table)).map_err(df_err)?;
+        ctx.register_table("dups", Arc::new(table))
+            .map_err(df_err)?;
     }
     let clean_rows = staged_rows - report.bad_keys.duplicate_rows;
     let report_has_dups = report.bad_keys.duplicate_keys > 0;
@@ -676,8 +682,7 @@ impl PendingDiff {
             Inner::DataFusion(d) => (d.changes_path(), d.options.batch_rows),
             Inner::Postgres(d) => (d.changes_path(), d.options.batch_rows),
         };
-        let file =
-            File::open(path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
+        let file = File::open(path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
         let reader = builder
             .with_batch_size(rows.max(1))
@@ -708,7 +713,6 @@ impl DataFusionDiff {
     fn changes_path(&self) -> PathBuf {
         self.staging.path().join("changes.parquet")
     }
-
 
     fn changes_schema(&self) -> SchemaRef {
         changes_schema(&Schema::new(self.new_schema.fields()[2..].to_vec()))
@@ -797,7 +801,8 @@ impl DataFusionDiff {
             })
             .collect::<Result<_, _>>()?;
         let changed_rows: usize = changed.iter().map(RecordBatch::num_rows).sum();
-        let table = MemTable::try_new(Arc::clone(&changed_schema), vec![changed]).map_err(df_err)?;
+        let table =
+            MemTable::try_new(Arc::clone(&changed_schema), vec![changed]).map_err(df_err)?;
         self.ctx
             .register_table("changed", Arc::new(table))
             .map_err(df_err)?;
@@ -1048,7 +1053,6 @@ impl DataFusionDiff {
         snapshots.commit(&manifest).await?;
         Ok(manifest)
     }
-
 }
 
 /// Reads staged changes back as ChangeBatches.

@@ -103,7 +103,9 @@ pub fn encoding_sql(c: &PgColumn, expr: &str) -> Result<String, EngineError> {
     } else {
         match &c.ty {
             PgType::Bool => {
-                format!("case when {expr} then '\\x0101'::bytea when not {expr} then '\\x0100'::bytea end")
+                format!(
+                    "case when {expr} then '\\x0101'::bytea when not {expr} then '\\x0100'::bytea end"
+                )
             }
             PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
                 format!("'\\x02'::bytea || ebb_state.ebb_v1_i64(({expr})::int8)")
@@ -181,7 +183,9 @@ pub fn key_sql(keys: &[(&PgColumn, String)]) -> Result<String, EngineError> {
                 PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Oid => {
                     (format!("({expr})::text"), true)
                 }
-                PgType::Decimal { .. } if keys.len() == 1 => (format!("({expr})::text"), true),
+                PgType::Decimal { scale, .. } if keys.len() == 1 && *scale >= 0 => {
+                    (format!("({expr})::text"), true)
+                }
                 PgType::Text if c.type_oid == BPCHAR_OID => {
                     (format!("convert_from(bpcharsend({expr}), 'UTF8')"), false)
                 }
@@ -236,14 +240,23 @@ impl Tables {
         let base = if sync.len() <= 40 {
             sync.to_string()
         } else {
-            let cut = (0..=30).rev().find(|i| sync.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=30)
+                .rev()
+                .find(|i| sync.is_char_boundary(*i))
+                .unwrap_or(0);
             format!(
                 "{}_{:08x}",
                 &sync[..cut],
                 xxhash_rust::xxh3::xxh3_64(sync.as_bytes()) as u32
             )
         };
-        let t = |suffix: &str| format!("{}.{}", quote(STATE_SCHEMA), quote(&format!("{base}__{suffix}")));
+        let t = |suffix: &str| {
+            format!(
+                "{}.{}",
+                quote(STATE_SCHEMA),
+                quote(&format!("{base}__{suffix}"))
+            )
+        };
         Tables {
             snapshot: t("snapshot"),
             new: t("new"),
@@ -508,9 +521,8 @@ pub(super) async fn diff(
             .map_err(|e| wh(s.error(None, &e)))?;
         report.bad_keys.sample_duplicates = rows.iter().map(|r| r.get(0)).collect();
     }
-    let clean_rows = report.rows_read
-        - report.bad_keys.null_key_rows
-        - report.bad_keys.duplicate_rows;
+    let clean_rows =
+        report.rows_read - report.bad_keys.null_key_rows - report.bad_keys.duplicate_rows;
 
     // 3. The changes, found by a full outer join inside Postgres.
     let skip_all = base.is_none() && options.skip_initial_backfill;
@@ -611,7 +623,9 @@ pub(super) async fn diff(
         base,
         types,
     };
-    pending.emit(model_columns_in_order(&model_columns, &pending.columns)).await?;
+    pending
+        .emit(model_columns_in_order(&model_columns, &pending.columns))
+        .await?;
     if skip_all {
         pending.report.marked_synced = Some(clean_rows);
         pending.report.unchanged = clean_rows;
@@ -682,18 +696,20 @@ impl PgDiff {
                 changed.push(if op == Op::Update && !changed_lists.is_null(row) {
                     let names = changed_lists.value(row);
                     let names = names.as_string::<i32>();
-                    Some((0..names.len()).map(|i| names.value(i).to_string()).collect())
+                    Some(
+                        (0..names.len())
+                            .map(|i| names.value(i).to_string())
+                            .collect(),
+                    )
                 } else {
                     None
                 });
             }
             let seqs: Vec<u64> = (seq..seq + rows as u64).collect();
             seq += rows as u64;
-            let entity = RecordBatch::try_new(
-                Arc::clone(&entity_schema),
-                b.columns()[3..].to_vec(),
-            )
-            .map_err(arrow_err)?;
+            let entity =
+                RecordBatch::try_new(Arc::clone(&entity_schema), b.columns()[3..].to_vec())
+                    .map_err(arrow_err)?;
             let cb = ChangeBatch::from_parts(&ops, &out_keys, &seqs, &changed, &entity)
                 .map_err(arrow_err)?;
             let mut cols = cb.into_batch().columns().to_vec();
@@ -716,9 +732,8 @@ impl PgDiff {
             .transaction()
             .await
             .map_err(|e| EngineError::Diff(format!("begin: {e}")))?;
-        let run = async |sql: &str| -> Result<u64, tokio_postgres::Error> {
-            tx.execute(sql, &[]).await
-        };
+        let run =
+            async |sql: &str| -> Result<u64, tokio_postgres::Error> { tx.execute(sql, &[]).await };
         let result: Result<Manifest, CommitFailure> = async {
             // The version this diff was based on must still be current.
             let current: Option<i64> = tx
