@@ -868,7 +868,7 @@ mod on_postgres {
         }
         assert_eq!(checked, 5 * n);
         // Every column above is a key type except floats, time, timestamps and bytea.
-        assert!(key_columns.len() >= 14, "{}", key_columns.len());
+        assert!(key_columns.len() >= 15, "{}", key_columns.len());
     }
 
     /// `skip_initial_backfill`, `full_resync` and the duplicate sample on both engines.
