@@ -816,9 +816,7 @@ impl PgDiff {
                 )
                 .await
                 .map_err(|e| CommitFailure::Sql(None, e))?;
-                let accepted = format!(
-                    "not exists (select 1 from ebb_rejected r where r.k = c._ebb_key)"
-                );
+                let accepted = "not exists (select 1 from ebb_rejected r where r.k = c._ebb_key)";
                 let sql = format!(
                     "delete from {snap} s using {changes} c where s._ebb_key = c._ebb_key and {accepted}",
                     snap = t.snapshot,

@@ -45,6 +45,9 @@ pub const DEFAULT_SCHEMA: &str = "public";
 /// Suffix of the table a `table` model is built into before it replaces the old one.
 const NEW_TABLE_SUFFIX: &str = "__ebb_new";
 
+/// `(source, table)` → `(schema, table)` in the database.
+type SourceNames = HashMap<(String, String), (String, String)>;
+
 /// A PostgreSQL database where models run. Clones share the pool and the source list.
 #[derive(Clone)]
 pub struct PgWarehouse {
@@ -52,7 +55,7 @@ pub struct PgWarehouse {
     /// Where models are created.
     schema: String,
     /// `(source, table)` → `(schema, table)` in the database, from `attach_sources`.
-    sources: Arc<RwLock<HashMap<(String, String), (String, String)>>>,
+    sources: Arc<RwLock<SourceNames>>,
     /// The models' schema is known to exist.
     schema_ready: Arc<AtomicBool>,
 }
