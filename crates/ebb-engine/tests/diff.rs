@@ -1102,3 +1102,55 @@ mod on_postgres {
         );
     }
 }
+
+/// Under a memory limit too small for a hash join of the (key, hash) pairs, the diff takes
+/// the sort-merge join (spilling) and the exact duplicate check, with the same results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tight_memory_limit_takes_the_spilling_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::local(&tmp.path().join("snapshots")).unwrap();
+    let n = 800_000i64;
+    let first: Vec<Row> = (0..n).map(|i| row(i, "x", i as f64)).collect();
+    let options = DiffOptions {
+        memory_limit: Some(64 << 20),
+        staging_dir: Some(tmp.path().join("staging")),
+        ..DiffOptions::default()
+    };
+    let pending = diff(stream(&first, 0), spec(), &store, options.clone())
+        .await
+        .unwrap();
+    assert_eq!(pending.report().inserts, n as u64);
+    pending.commit(&store, &HashSet::new()).await.unwrap();
+
+    // Every 100th row updated, every 400th deleted, 1,000 inserted, one key duplicated.
+    let mut second: Vec<Row> = first
+        .iter()
+        .filter(|r| r.id.unwrap() % 400 != 1)
+        .map(|r| {
+            if r.id.unwrap() % 100 == 2 {
+                row(r.id.unwrap(), "y", r.amount.unwrap())
+            } else {
+                r.clone()
+            }
+        })
+        .collect();
+    second.extend((n..n + 1000).map(|i| row(i, "new", 0.0)));
+    second.push(row(5, "dup", 5.0));
+    let pending = diff(stream(&second, 0), spec(), &store, options)
+        .await
+        .unwrap();
+    let r = pending.report().clone();
+    assert_eq!(
+        (r.inserts, r.updates, r.deletes, r.bad_keys.duplicate_keys),
+        (1000, 8000, 2000, 1)
+    );
+    assert_eq!(r.bad_keys.sample_duplicates, vec!["5".to_string()]);
+    assert_eq!(
+        pending
+            .changes()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum::<usize>(),
+        11000
+    );
+}

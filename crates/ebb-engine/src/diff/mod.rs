@@ -230,7 +230,11 @@ fn quote(name: &str) -> String {
 fn session(options: &DiffOptions) -> Result<SessionContext, EngineError> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = options.memory_limit {
-        runtime = runtime.with_memory_limit(limit, 1.0);
+        // Fair shares between the spilling operators (sorts of a sort-merge join), so one
+        // cannot starve the others into failing.
+        runtime = runtime.with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(limit),
+        ));
     }
     let runtime = runtime.build_arc().map_err(df_err)?;
     let mut config = SessionConfig::new();
@@ -240,6 +244,19 @@ fn session(options: &DiffOptions) -> Result<SessionContext, EngineError> {
         .parquet
         .schema_force_view_types = false;
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    // Snapshot files are written one column chunk at a time: parallel column writers
+    // buffer whole row groups per column in memory.
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .allow_single_file_parallelism = false;
+    if let Some(limit) = options.memory_limit {
+        // Each sorting partition holds this much back for merging its spilled runs: keep
+        // it a small share of a small limit, or a sort-merge join fails instead of spilling.
+        let reservation = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *reservation = (*reservation).min(limit / 16);
+    }
     // Parquet statistics leave NaN out of min/max, and DataFusion 55 reads a column whose
     // min equals its max as that constant: a column of NaN and inf came back as all inf.
     // ebb's staging and snapshot files are never pruned by statistics, so write none.
@@ -806,6 +823,18 @@ impl DataFusionDiff {
         self.ctx
             .register_table("changed", Arc::new(table))
             .map_err(df_err)?;
+        // Many changes (a first run, a full resync) may not fit as a build side either.
+        let changed_bytes = changed_rows as u64 * (avg_key + HASH_JOIN_BYTES_PER_ROW);
+        if self
+            .options
+            .memory_limit
+            .is_some_and(|limit| changed_bytes >= limit as u64 / 4)
+        {
+            self.ctx
+                .sql("set datafusion.optimizer.prefer_hash_join = false")
+                .await
+                .map_err(df_err)?;
+        }
         let config = format!(
             "set datafusion.optimizer.hash_join_single_partition_threshold_rows = {}",
             changed_rows.max(1024 * 128)
