@@ -17,8 +17,10 @@
 //!    the destination accepted; rejected keys keep their old state, so they differ again on
 //!    the next run and are retried.
 //!
-//! This is the DataFusion engine (lakes, and any warehouse whose rows stream in). Snapshots
-//! are Parquet on object_store ([`snapshot`]).
+//! This file is the DataFusion engine (lakes, and any warehouse whose rows stream in);
+//! snapshots are Parquet on object_store ([`snapshot`]). [`postgres`] is the
+//! warehouse-native engine. [`diff_model`] picks one by [`DiffEngine`]; both emit the same
+//! ChangeBatches and follow the same commit protocol (see `docs/diff.md`).
 
 pub mod canonical;
 pub mod postgres;
