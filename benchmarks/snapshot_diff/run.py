@@ -9,6 +9,10 @@ memory is that process's peak RSS.
 
     pip install duckdb==2.0.0
     python3 benchmarks/snapshot_diff/run.py [--rows 10000000] [--keep]
+    python3 benchmarks/snapshot_diff/run.py --rows 30000000 --memory-limit-gib 2.4 --spill
+
+`--memory-limit-gib` sets ebb's diff memory limit (default 2 GiB); `--spill` runs only ebb
+(no peer) and checks that its peak RSS stayed under that limit.
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--memory-limit-gib", type=float, default=None)
+    parser.add_argument("--spill", action="store_true", help="ebb only, under the memory limit")
+    parser.add_argument("--work", default=None, help="folder for data and staging (default: temp)")
     args = parser.parse_args()
 
     subprocess.run(
@@ -112,17 +119,35 @@ def main() -> None:
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     binary = target / "release" / "examples" / "snapshot_diff"
 
-    work = pathlib.Path(tempfile.mkdtemp(prefix="ebb-bench-diff-"))
+    if args.work:
+        work = pathlib.Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = pathlib.Path(tempfile.mkdtemp(prefix="ebb-bench-diff-"))
     print(f"generating {args.rows:,} rows x 12 columns in {work}")
     old, new, expected = generate(work, args.rows)
     snapshots = work / "snapshots"
-    subprocess.run([str(binary), "prepare", str(old), str(snapshots)], check=True)
+    env = dict(os.environ)
+    if args.memory_limit_gib:
+        env["EBB_DIFF_MEMORY_LIMIT"] = str(int(args.memory_limit_gib * (1 << 30)))
+    prep_s, prep_rss, _ = run_measured([str(binary), "prepare", str(old), str(snapshots)], env=env)
+    print(f"prepare (first run with skip_initial_backfill + commit): {prep_s:.1f} s, "
+          f"peak RSS {prep_rss / (1 << 30):.2f} GiB")
 
-    ebb_s, ebb_rss, out = run_measured([str(binary), "diff", str(new), str(snapshots)])
+    ebb_s, ebb_rss, out = run_measured([str(binary), "diff", str(new), str(snapshots)], env=env)
     ebb = json.loads(out.strip().splitlines()[-1])
     for op in ("inserts", "updates", "deletes"):
         if ebb[op] != expected[op]:
             raise SystemExit(f"ebb found {ebb[op]} {op}, expected {expected[op]}")
+    if args.spill:
+        limit = args.memory_limit_gib or 2.0
+        print(f"snapshot diff under a memory limit, {args.rows:,} rows x 12 cols, 1% changed")
+        print(f"ebb: {ebb_s:.1f} s, peak RSS {ebb_rss / (1 << 30):.2f} GiB, limit {limit:.2f} GiB, "
+              f"{'within' if ebb_rss <= limit * (1 << 30) else 'OVER'} the limit; "
+              f"{ebb['inserts']} ins, {ebb['updates']} upd, {ebb['deletes']} del (all as expected)")
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(work)], check=False)
+        return
 
     cols = ",".join(name for name, _ in COLUMNS)
     duck_s, duck_rss, out = run_measured([sys.executable, "-c", DUCKDB_PEER, str(old), str(new), cols])

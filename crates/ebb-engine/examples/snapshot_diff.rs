@@ -7,6 +7,7 @@
 //!
 //! Each phase is its own process so its peak memory can be measured alone. `diff` prints one
 //! JSON line: `{"seconds", "inserts", "updates", "deletes", "unchanged", "peak_rss_bytes"}`.
+//! `EBB_DIFF_MEMORY_LIMIT` (bytes) sets the diff's memory limit (default: DiffOptions').
 
 use std::time::Instant;
 
@@ -71,10 +72,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let store = SnapshotStore::local(std::path::Path::new(dir))?;
     let staging = std::path::Path::new(dir).join("staging");
-    let options = DiffOptions {
+    let mut options = DiffOptions {
         staging_dir: Some(staging),
         ..DiffOptions::default()
     };
+    if let Ok(limit) = std::env::var("EBB_DIFF_MEMORY_LIMIT") {
+        options.memory_limit = Some(limit.parse()?);
+    }
     match verb {
         "prepare" => {
             let (stream, columns) = input(file).await?;

@@ -200,14 +200,142 @@ fn float(v: f64, out: &mut Vec<u8>) {
     out.extend_from_slice(&bits.to_be_bytes());
 }
 
+fn timestamp(nanos: i128, out: &mut Vec<u8>) {
+    out.push(TIMESTAMP);
+    out.extend_from_slice(&nanos.to_be_bytes());
+}
+
 fn text(bytes: &[u8], tag: u8, out: &mut Vec<u8>) {
     out.push(tag);
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
 }
 
+/// Appends the canonical encoding of one row of a column; resolved once per column and
+/// batch, so encoding a cell costs no type dispatch.
+type CellEncoder<'a> = Box<dyn Fn(usize, &mut Vec<u8>) -> Result<(), ArrowError> + 'a>;
+
+/// The encoder of `array`'s cells: typed fast paths for the common types, [`encode_value`]
+/// for the rest. Both write the same bytes (a unit test holds them to it).
+fn cell_encoder<'a>(array: &'a dyn Array) -> CellEncoder<'a> {
+    macro_rules! prim {
+        ($t:ty, |$v:ident, $out:ident| $body:expr) => {{
+            let a = array.as_primitive::<$t>();
+            Box::new(move |row, $out: &mut Vec<u8>| {
+                if a.is_null(row) {
+                    $out.push(NULL);
+                } else {
+                    let $v = a.value(row);
+                    $body
+                }
+                Ok(())
+            })
+        }};
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            prim!($t, |v, out| {
+                out.push(INT);
+                out.extend_from_slice(&(v as i128).to_be_bytes());
+            })
+        };
+    }
+    macro_rules! bytes {
+        ($a:expr, $tag:expr) => {{
+            let a = $a;
+            Box::new(move |row, out: &mut Vec<u8>| {
+                if a.is_null(row) {
+                    out.push(NULL);
+                } else {
+                    text(a.value(row).as_ref(), $tag, out);
+                }
+                Ok(())
+            })
+        }};
+    }
+    match array.data_type() {
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            Box::new(move |row, out: &mut Vec<u8>| {
+                if a.is_null(row) {
+                    out.push(NULL);
+                } else {
+                    out.push(BOOL);
+                    out.push(u8::from(a.value(row)));
+                }
+                Ok(())
+            })
+        }
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Float32 => prim!(Float32Type, |v, out| float(f64::from(v), out)),
+        DataType::Float64 => prim!(Float64Type, |v, out| float(v, out)),
+        DataType::Decimal128(_, scale) => {
+            let scale = *scale as u8;
+            prim!(Decimal128Type, |v, out| {
+                out.push(DECIMAL);
+                out.push(scale);
+                out.extend_from_slice(&v.to_be_bytes());
+            })
+        }
+        DataType::Utf8 => bytes!(array.as_string::<i32>(), TEXT),
+        DataType::LargeUtf8 => bytes!(array.as_string::<i64>(), TEXT),
+        DataType::Utf8View => bytes!(array.as_string_view(), TEXT),
+        DataType::Binary => bytes!(array.as_binary::<i32>(), BINARY),
+        DataType::LargeBinary => bytes!(array.as_binary::<i64>(), BINARY),
+        DataType::Date32 => prim!(Date32Type, |v, out| {
+            out.push(DATE);
+            out.extend_from_slice(&v.to_be_bytes());
+        }),
+        DataType::Timestamp(TimeUnit::Second, _) => prim!(TimestampSecondType, |v, out| {
+            timestamp(i128::from(v) * 1_000_000_000, out)
+        }),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            prim!(TimestampMillisecondType, |v, out| timestamp(
+                i128::from(v) * 1_000_000,
+                out
+            ))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            prim!(TimestampMicrosecondType, |v, out| timestamp(
+                i128::from(v) * 1_000,
+                out
+            ))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            prim!(TimestampNanosecondType, |v, out| timestamp(
+                i128::from(v),
+                out
+            ))
+        }
+        _ => Box::new(move |row, out: &mut Vec<u8>| encode_value(array, row, out)),
+    }
+}
+
 /// The canonical hash of each row over `columns` (given in canonical order: ascending name).
 pub fn row_hashes(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, ArrowError> {
+    let encoders: Vec<CellEncoder<'_>> = columns.iter().map(|c| cell_encoder(*c)).collect();
+    let mut buf = Vec::with_capacity(256);
+    let mut hashes = Vec::with_capacity(rows);
+    for row in 0..rows {
+        buf.clear();
+        for encode in &encoders {
+            encode(row, &mut buf)?;
+        }
+        hashes.push(xxhash_rust::xxh3::xxh3_64(&buf));
+    }
+    Ok(UInt64Array::from(hashes))
+}
+
+/// The canonical hash of each row, one value at a time through [`encode_value`]: the
+/// definition [`row_hashes`] must match.
+pub fn row_hashes_by_value(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, ArrowError> {
     let mut buf = Vec::with_capacity(256);
     let mut hashes = Vec::with_capacity(rows);
     for row in 0..rows {
@@ -233,6 +361,17 @@ pub fn same_value(a: &dyn Array, ai: usize, b: &dyn Array, bi: usize) -> Result<
 /// columns' values (numbers as JSON numbers, everything else as strings). A row with a NULL
 /// key part gets a NULL key.
 pub fn key_strings(columns: &[&dyn Array], rows: usize) -> Result<StringArray, ArrowError> {
+    // One integer or string column: Arrow's cast writes the same text as its display.
+    if let [column] = columns
+        && (column.data_type().is_integer()
+            || matches!(
+                column.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ))
+    {
+        let text = arrow::compute::cast(*column, &DataType::Utf8)?;
+        return Ok(text.as_string::<i32>().clone());
+    }
     let options = FormatOptions::default();
     let formatters = columns
         .iter()
@@ -278,6 +417,8 @@ mod tests {
         Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray,
         TimestampMicrosecondArray, TimestampNanosecondArray,
     };
+
+    use std::sync::Arc;
 
     use super::*;
 
@@ -351,6 +492,119 @@ mod tests {
         bytes.extend_from_slice(&4u32.to_be_bytes());
         bytes.extend_from_slice("Zoë".as_bytes());
         xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    #[test]
+    fn the_fast_row_hash_is_the_value_by_value_hash() {
+        use arrow::array::{
+            BinaryArray, BooleanArray, Date32Array, Float32Array, Int8Array, LargeStringArray,
+            ListArray, StringViewArray, TimestampMillisecondArray, TimestampSecondArray,
+            UInt64Array,
+        };
+        use arrow::datatypes::Int32Type;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                None,
+                Some(false),
+                Some(true),
+            ])),
+            Arc::new(Int8Array::from(vec![Some(-128), Some(0), None, Some(127)])),
+            Arc::new(Int64Array::from(vec![i64::MIN, -1, 0, i64::MAX])),
+            Arc::new(UInt64Array::from(vec![
+                Some(u64::MAX),
+                None,
+                Some(0),
+                Some(7),
+            ])),
+            Arc::new(Float32Array::from(vec![
+                Some(-0.0),
+                Some(f32::NAN),
+                None,
+                Some(1.5),
+            ])),
+            Arc::new(Float64Array::from(vec![
+                f64::NAN,
+                -0.0,
+                f64::INFINITY,
+                f64::MIN,
+            ])),
+            Arc::new(
+                Decimal128Array::from(vec![Some(i128::MAX), None, Some(-1), Some(0)])
+                    .with_precision_and_scale(38, 4)
+                    .unwrap(),
+            ),
+            Arc::new(StringArray::from(vec![
+                Some(""),
+                None,
+                Some("Zoë"),
+                Some("a\"b"),
+            ])),
+            Arc::new(LargeStringArray::from(vec![
+                Some("x"),
+                Some(""),
+                None,
+                Some("😀"),
+            ])),
+            Arc::new(StringViewArray::from(vec![
+                Some("a long string beyond twelve bytes"),
+                None,
+                Some(""),
+                Some("s"),
+            ])),
+            Arc::new(BinaryArray::from(vec![
+                Some(&b""[..]),
+                None,
+                Some(&b"\x00\xff"[..]),
+                Some(&b"z"[..]),
+            ])),
+            Arc::new(Date32Array::from(vec![
+                Some(i32::MIN),
+                Some(0),
+                None,
+                Some(i32::MAX),
+            ])),
+            Arc::new(TimestampSecondArray::from(vec![
+                Some(i64::MIN),
+                None,
+                Some(0),
+                Some(1),
+            ])),
+            Arc::new(
+                TimestampMillisecondArray::from(vec![
+                    Some(-1),
+                    Some(1_700_000_000_000),
+                    None,
+                    Some(i64::MAX),
+                ])
+                .with_timezone("+02:00"),
+            ),
+            Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+                Some(vec![Some(1), None]),
+                None,
+                Some(vec![]),
+                Some(vec![Some(3)]),
+            ])),
+        ];
+        let refs: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+        assert_eq!(
+            row_hashes(&refs, 4).unwrap(),
+            row_hashes_by_value(&refs, 4).unwrap()
+        );
+        // Sliced arrays (offsets) too.
+        let sliced: Vec<ArrayRef> = columns.iter().map(|c| c.slice(1, 3)).collect();
+        let refs: Vec<&dyn Array> = sliced.iter().map(|c| c.as_ref()).collect();
+        assert_eq!(
+            row_hashes(&refs, 3).unwrap(),
+            row_hashes_by_value(&refs, 3).unwrap()
+        );
+        // Keys: the cast fast path writes the display text.
+        let ints = Int8Array::from(vec![Some(-5), None, Some(100)]);
+        let keys = key_strings(&[&ints], 3).unwrap();
+        assert_eq!(
+            (keys.value(0), keys.is_null(1), keys.value(2)),
+            ("-5", true, "100")
+        );
     }
 
     #[test]

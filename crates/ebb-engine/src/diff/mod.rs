@@ -17,10 +17,13 @@
 //!    the destination accepted; rejected keys keep their old state, so they differ again on
 //!    the next run and are retried.
 //!
-//! This is the DataFusion engine (lakes, and any warehouse whose rows stream in). Snapshots
-//! are Parquet on object_store ([`snapshot`]).
+//! This file is the DataFusion engine (lakes, and any warehouse whose rows stream in);
+//! snapshots are Parquet on object_store ([`snapshot`]). [`postgres`] is the
+//! warehouse-native engine. [`diff_model`] picks one by [`DiffEngine`]; both emit the same
+//! ChangeBatches and follow the same commit protocol (see `docs/diff.md`).
 
 pub mod canonical;
+pub mod postgres;
 pub mod snapshot;
 
 use std::collections::HashSet;
@@ -41,6 +44,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use ebb_core::change::{self, ChangeBatch, Key, Op};
+use ebb_warehouse::{AnyWarehouse, Warehouse};
 use futures::StreamExt;
 
 pub use snapshot::{Manifest, SnapshotStore};
@@ -61,9 +65,36 @@ pub struct DiffSpec {
     pub columns: Vec<String>,
 }
 
+/// Where a diff runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiffEngine {
+    /// Pick by warehouse: a lake diffs on DataFusion, a Postgres warehouse in Postgres.
+    #[default]
+    Auto,
+    /// DataFusion in ebb's process: the model's rows stream in, snapshots are Parquet on
+    /// object_store; spills to disk under [`DiffOptions::memory_limit`].
+    DataFusion,
+    /// Inside the warehouse (Postgres): snapshots are tables in `ebb_state`, only the
+    /// changes leave the warehouse. See [`postgres`].
+    Warehouse,
+}
+
+impl DiffEngine {
+    /// The engine that runs a diff of a model on `warehouse`.
+    pub fn resolve(self, warehouse: &AnyWarehouse) -> DiffEngine {
+        match (self, warehouse) {
+            (DiffEngine::Auto, AnyWarehouse::Postgres(_)) => DiffEngine::Warehouse,
+            (DiffEngine::Auto, AnyWarehouse::Lake(_)) => DiffEngine::DataFusion,
+            (engine, _) => engine,
+        }
+    }
+}
+
 /// Options every sync has.
 #[derive(Debug, Clone)]
 pub struct DiffOptions {
+    /// Where the diff runs (see [`diff_model`]).
+    pub engine: DiffEngine,
     /// First run only: mark the current rows as synced without sending them.
     pub skip_initial_backfill: bool,
     /// Send every row once more (as upserts), whatever was delivered before.
@@ -79,6 +110,7 @@ pub struct DiffOptions {
 impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
+            engine: DiffEngine::Auto,
             skip_initial_backfill: false,
             full_resync: false,
             memory_limit: Some(2 << 30),
@@ -126,6 +158,49 @@ impl DiffReport {
 
 /// A diff whose changes are ready to deliver; commit it with what the destination rejected.
 pub struct PendingDiff {
+    inner: Inner,
+}
+
+enum Inner {
+    DataFusion(Box<DataFusionDiff>),
+    Postgres(Box<postgres::PgDiff>),
+}
+
+/// Bytes a hash join's build side takes for a row of (key, hash), besides the key's text:
+/// the hash, offsets, the hash table's entry and slack.
+const HASH_JOIN_BYTES_PER_ROW: u64 = 48;
+
+/// Bytes of memory a key hash takes in the duplicate check (a hash set of u64).
+const KEY_SET_BYTES_PER_KEY: usize = 32;
+
+/// Key hashes already seen (the values are xxh3 hashes: no need to hash them again).
+type KeyHashes = HashSet<u64, std::hash::BuildHasherDefault<PassThrough>>;
+
+/// A hasher for values that are hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A diff computed by DataFusion.
+struct DataFusionDiff {
+    /// Some keys occur more than once: a `dups` table is registered.
+    has_dups: bool,
+    /// Rows staged (keys not NULL), and the bytes of their keys.
+    staged_rows: u64,
+    key_bytes: u64,
     ctx: SessionContext,
     spec: DiffSpec,
     /// Mapped columns in canonical (name) order.
@@ -157,7 +232,11 @@ fn quote(name: &str) -> String {
 fn session(options: &DiffOptions) -> Result<SessionContext, EngineError> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = options.memory_limit {
-        runtime = runtime.with_memory_limit(limit, 1.0);
+        // Fair shares between the spilling operators (sorts of a sort-merge join), so one
+        // cannot starve the others into failing.
+        runtime = runtime.with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(limit),
+        ));
     }
     let runtime = runtime.build_arc().map_err(df_err)?;
     let mut config = SessionConfig::new();
@@ -167,6 +246,19 @@ fn session(options: &DiffOptions) -> Result<SessionContext, EngineError> {
         .parquet
         .schema_force_view_types = false;
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    // Snapshot files are written one column chunk at a time: parallel column writers
+    // buffer whole row groups per column in memory.
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .allow_single_file_parallelism = false;
+    if let Some(limit) = options.memory_limit {
+        // Each sorting partition holds this much back for merging its spilled runs: keep
+        // it a small share of a small limit, or a sort-merge join fails instead of spilling.
+        let reservation = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *reservation = (*reservation).min(limit / 16);
+    }
     // Parquet statistics leave NaN out of min/max, and DataFusion 55 reads a column whose
     // min equals its max as that constant: a column of NaN and inf came back as all inf.
     // ebb's staging and snapshot files are never pruned by statistics, so write none.
@@ -175,24 +267,28 @@ fn session(options: &DiffOptions) -> Result<SessionContext, EngineError> {
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
-/// Diffs the rows of `input` (the model's result) against the sync's last committed
-/// snapshot. Nothing is committed until [`PendingDiff::commit`].
-pub async fn diff(
-    mut input: SendableRecordBatchStream,
-    spec: DiffSpec,
-    snapshots: &SnapshotStore,
-    options: DiffOptions,
-) -> Result<PendingDiff, EngineError> {
+/// The mapped columns in canonical (name) order, after checking the spec and options.
+fn canonical_columns(spec: &DiffSpec, options: &DiffOptions) -> Result<Vec<String>, EngineError> {
     if spec.key_columns.is_empty() {
         return Err(EngineError::Diff(format!(
             "sync \"{}\" has no primary key; set `primary_key` on the sync or its model",
             spec.sync
         )));
     }
+    if options.full_resync && options.skip_initial_backfill {
+        return Err(EngineError::Diff(
+            "`full_resync` and `skip_initial_backfill` contradict each other; use one".into(),
+        ));
+    }
     let mut columns = spec.columns.clone();
     columns.sort();
     columns.dedup();
-    let staging = match &options.staging_dir {
+    Ok(columns)
+}
+
+/// A fresh staging folder for one diff (removed when the diff is dropped).
+fn staging_dir(options: &DiffOptions) -> Result<tempfile::TempDir, EngineError> {
+    match &options.staging_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| EngineError::Diff(format!("staging folder {}: {e}", dir.display())))?;
@@ -200,7 +296,71 @@ pub async fn diff(
         }
         None => tempfile::Builder::new().prefix("ebb-diff-").tempdir(),
     }
-    .map_err(|e| EngineError::Diff(format!("staging folder: {e}")))?;
+    .map_err(|e| EngineError::Diff(format!("staging folder: {e}")))
+}
+
+/// Removes a trailing `;` so the SQL can be nested as a subquery.
+fn strip_statement_end(sql: &str) -> &str {
+    let mut s = sql.trim_end();
+    while let Some(rest) = s.strip_suffix(';') {
+        s = rest.trim_end();
+    }
+    s
+}
+
+/// Diffs the result of `model_sql` on `warehouse` against the sync's last committed
+/// snapshot, on the engine `options.engine` resolves to: DataFusion (the model's rows stream
+/// in; snapshots in `snapshots`) or the warehouse itself (Postgres: snapshots in its
+/// `ebb_state` schema; `snapshots` is not used). Nothing is committed until
+/// [`PendingDiff::commit`].
+pub async fn diff_model(
+    warehouse: &AnyWarehouse,
+    model_sql: &str,
+    spec: DiffSpec,
+    snapshots: &SnapshotStore,
+    options: DiffOptions,
+) -> Result<PendingDiff, EngineError> {
+    match (options.engine.resolve(warehouse), warehouse) {
+        (DiffEngine::Warehouse, AnyWarehouse::Postgres(pg)) => {
+            diff_in_postgres(pg, model_sql, spec, options).await
+        }
+        (DiffEngine::Warehouse, _) => Err(EngineError::Diff(format!(
+            "sync \"{}\": the warehouse-native diff needs a postgres warehouse; a {} warehouse \
+             diffs on DataFusion (set the sync's diff engine to datafusion or auto)",
+            spec.sync,
+            warehouse.kind()
+        ))),
+        _ => {
+            let stream = warehouse.query(model_sql).await?;
+            diff(stream, spec, snapshots, options).await
+        }
+    }
+}
+
+/// Diffs the result of `model_sql` inside the Postgres warehouse against the sync's
+/// snapshot there (the warehouse-native engine, [`postgres`]).
+pub async fn diff_in_postgres(
+    warehouse: &ebb_warehouse::postgres::PgWarehouse,
+    model_sql: &str,
+    spec: DiffSpec,
+    options: DiffOptions,
+) -> Result<PendingDiff, EngineError> {
+    let pending = postgres::diff(warehouse, model_sql, spec, options).await?;
+    Ok(PendingDiff {
+        inner: Inner::Postgres(Box::new(pending)),
+    })
+}
+
+/// Diffs the rows of `input` (the model's result) against the sync's last committed
+/// snapshot, on DataFusion. Nothing is committed until [`PendingDiff::commit`].
+pub async fn diff(
+    mut input: SendableRecordBatchStream,
+    spec: DiffSpec,
+    snapshots: &SnapshotStore,
+    options: DiffOptions,
+) -> Result<PendingDiff, EngineError> {
+    let columns = canonical_columns(&spec, &options)?;
+    let staging = staging_dir(&options)?;
     let ctx = session(&options)?;
     let mut report = DiffReport::default();
 
@@ -236,35 +396,92 @@ pub async fn diff(
     let new_schema: SchemaRef = Arc::new(Schema::new(staged_fields));
     let new_path = staging.path().join("new.parquet");
     let file = File::create(&new_path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
-    let mut writer =
-        ArrowWriter::try_new(file, Arc::clone(&new_schema), Some(staging_properties()))
-            .map_err(parquet_err)?;
-    while let Some(batch) = input.next().await {
-        let batch = batch.map_err(df_err)?;
-        report.rows_read += batch.num_rows() as u64;
-        let keys: Vec<&dyn Array> = key_indices
-            .iter()
-            .map(|i| batch.column(*i).as_ref())
-            .collect();
-        let key = canonical::key_strings(&keys, batch.num_rows()).map_err(arrow_err)?;
-        let values: Vec<&dyn Array> = column_indices
-            .iter()
-            .map(|i| batch.column(*i).as_ref())
-            .collect();
-        let hash = canonical::row_hashes(&values, batch.num_rows()).map_err(arrow_err)?;
-        let keep = is_not_null(&key).map_err(arrow_err)?;
-        report.bad_keys.null_key_rows += (keep.len() - keep.true_count()) as u64;
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(key), Arc::new(hash)];
-        cols.extend(column_indices.iter().map(|i| Arc::clone(batch.column(*i))));
-        let cols = cols
-            .iter()
-            .map(|c| arrow::compute::filter(c.as_ref(), &keep))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(arrow_err)?;
-        let staged = RecordBatch::try_new(Arc::clone(&new_schema), cols).map_err(arrow_err)?;
-        writer.write(&staged).map_err(parquet_err)?;
+
+    // The last committed snapshot, or an empty one.
+    let base = snapshots.current(&spec.sync).await?;
+    report.base_version = base.as_ref().map(|m| m.version);
+
+    // A thread writes staging while this task reads and hashes the next batches.
+    let (to_writer, batches) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
+    let writer_schema = Arc::clone(&new_schema);
+    let writer = std::thread::Builder::new()
+        .name("ebb-diff-staging".into())
+        .spawn(move || -> Result<(), EngineError> {
+            let mut writer = ArrowWriter::try_new(file, writer_schema, Some(staging_properties()))
+                .map_err(parquet_err)?;
+            for batch in batches {
+                writer.write(&batch).map_err(parquet_err)?;
+            }
+            writer.close().map_err(parquet_err)?;
+            Ok(())
+        })
+        .map_err(|e| EngineError::Diff(format!("staging thread: {e}")))?;
+    // Duplicate keys are rare: a set of 64-bit key hashes rules them out without a query,
+    // while it fits its share of the memory limit; a repeated hash sends the exact check
+    // to DataFusion.
+    let max_keys = options
+        .memory_limit
+        .map_or(usize::MAX, |limit| limit / KEY_SET_BYTES_PER_KEY);
+    let mut key_hashes: Option<KeyHashes> = Some(HashSet::with_capacity_and_hasher(
+        base.as_ref().map_or(0, |m| m.rows as usize).min(max_keys),
+        Default::default(),
+    ));
+    let mut maybe_duplicates = false;
+    let mut staged_rows = 0u64;
+    let mut key_bytes = 0u64;
+    let staged: Result<(), EngineError> = async {
+        while let Some(batch) = input.next().await {
+            let batch = batch.map_err(df_err)?;
+            report.rows_read += batch.num_rows() as u64;
+            let keys: Vec<&dyn Array> = key_indices
+                .iter()
+                .map(|i| batch.column(*i).as_ref())
+                .collect();
+            let key = canonical::key_strings(&keys, batch.num_rows()).map_err(arrow_err)?;
+            let values: Vec<&dyn Array> = column_indices
+                .iter()
+                .map(|i| batch.column(*i).as_ref())
+                .collect();
+            let hash = canonical::row_hashes(&values, batch.num_rows()).map_err(arrow_err)?;
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(key), Arc::new(hash)];
+            cols.extend(column_indices.iter().map(|i| Arc::clone(batch.column(*i))));
+            if cols[0].null_count() > 0 {
+                let keep = is_not_null(&cols[0]).map_err(arrow_err)?;
+                report.bad_keys.null_key_rows += (keep.len() - keep.true_count()) as u64;
+                cols = cols
+                    .iter()
+                    .map(|c| arrow::compute::filter(c.as_ref(), &keep))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(arrow_err)?;
+            }
+            let key = cols[0].as_string::<i32>();
+            staged_rows += key.len() as u64;
+            key_bytes += key.value_data().len() as u64;
+            if let Some(set) = &mut key_hashes {
+                if set.len() + key.len() > max_keys {
+                    key_hashes = None;
+                    maybe_duplicates = true;
+                } else {
+                    for k in key.iter().flatten() {
+                        maybe_duplicates |= !set.insert(xxhash_rust::xxh3::xxh3_64(k.as_bytes()));
+                    }
+                }
+            }
+            let staged = RecordBatch::try_new(Arc::clone(&new_schema), cols).map_err(arrow_err)?;
+            if to_writer.send(staged).is_err() {
+                break; // the writer failed: its error is reported below
+            }
+        }
+        Ok(())
     }
-    writer.close().map_err(parquet_err)?;
+    .await;
+    drop(to_writer);
+    drop(key_hashes);
+    let written = writer
+        .join()
+        .map_err(|_| EngineError::Diff("the staging writer panicked".into()))?;
+    staged?;
+    written?;
     ctx.register_parquet(
         "new",
         new_path.to_string_lossy().as_ref(),
@@ -272,63 +489,58 @@ pub async fn diff(
     )
     .await
     .map_err(df_err)?;
-
-    // The last committed snapshot, or an empty one.
-    let base = if options.full_resync && options.skip_initial_backfill {
-        return Err(EngineError::Diff(
-            "`full_resync` and `skip_initial_backfill` contradict each other; use one".into(),
-        ));
-    } else {
-        snapshots.current(&spec.sync).await?
-    };
-    report.base_version = base.as_ref().map(|m| m.version);
     register_old(&ctx, snapshots, base.as_ref(), &new_schema).await?;
 
-    // 2. Duplicate keys.
-    ctx.sql(&format!(
-        "create view dups as select {k} from new group by {k} having count(*) > 1",
-        k = quote(change::KEY)
-    ))
-    .await
-    .map_err(df_err)?;
-    let counts = collect(
-        &ctx,
-        &format!(
-            "select cast(count(*) as bigint), cast(coalesce(sum(n), 0) as bigint) from \
-             (select count(*) as n from new group by {k} having count(*) > 1) d",
-            k = quote(change::KEY)
-        ),
-    )
-    .await?;
-    if let Some(b) = counts.first() {
-        report.bad_keys.duplicate_keys = b
-            .column(0)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(0) as u64;
-        report.bad_keys.duplicate_rows = b
-            .column(1)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(0) as u64;
-    }
-    if report.bad_keys.duplicate_keys > 0 {
-        let sample = collect(
+    // 2. Duplicate keys: exactly, when the key hashes could not rule them out.
+    if maybe_duplicates {
+        let dups = collect(
             &ctx,
             &format!(
-                "select {k} from dups order by 1 limit 5",
+                "select {k}, count(*) as n from new group by {k} having count(*) > 1",
                 k = quote(change::KEY)
             ),
         )
         .await?;
-        for b in sample {
-            let keys = b.column(0).as_string::<i32>();
-            report
-                .bad_keys
-                .sample_duplicates
-                .extend((0..keys.len()).map(|i| keys.value(i).to_string()));
+        let mut keys = Vec::new();
+        for b in &dups {
+            let k = b.column(0).as_string::<i32>();
+            let n = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+            for i in 0..b.num_rows() {
+                keys.push(k.value(i).to_string());
+                report.bad_keys.duplicate_rows += n.value(i) as u64;
+            }
         }
+        report.bad_keys.duplicate_keys = keys.len() as u64;
+        let mut sample = keys.clone();
+        sample.sort();
+        sample.truncate(5);
+        report.bad_keys.sample_duplicates = sample;
+        let table = MemTable::try_new(
+            Arc::new(Schema::new(vec![Field::new(
+                change::KEY,
+                DataType::Utf8,
+                false,
+            )])),
+            vec![vec![
+                RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![Field::new(
+                        change::KEY,
+                        DataType::Utf8,
+                        false,
+                    )])),
+                    vec![Arc::new(StringArray::from(keys))],
+                )
+                .map_err(arrow_err)?,
+            ]],
+        )
+        .map_err(df_err)?;
+        ctx.register_table("dups", Arc::new(table))
+            .map_err(df_err)?;
     }
+    let clean_rows = staged_rows - report.bad_keys.duplicate_rows;
+    let report_has_dups = report.bad_keys.duplicate_keys > 0;
 
-    let mut pending = PendingDiff {
+    let mut pending = DataFusionDiff {
         ctx,
         spec,
         columns,
@@ -337,19 +549,18 @@ pub async fn diff(
         new_schema,
         report,
         options,
+        has_dups: report_has_dups,
+        staged_rows,
+        key_bytes,
     };
-
     if pending.base.is_none() && pending.options.skip_initial_backfill {
-        let clean_rows = pending
-            .count("select count(*) from new n left anti join dups d on n._ebb_key = d._ebb_key")
-            .await?;
         pending.report.marked_synced = Some(clean_rows);
         pending.report.unchanged = clean_rows;
-        pending.write_changes().await?; // no changes: an empty file
-        return Ok(pending);
     }
-    pending.write_changes().await?;
-    Ok(pending)
+    pending.write_changes(clean_rows).await?; // with skip_initial_backfill: an empty file
+    Ok(PendingDiff {
+        inner: Inner::DataFusion(Box::new(pending)),
+    })
 }
 
 /// Registers the last snapshot as `old`, projected onto the current mapped columns (a column
@@ -409,10 +620,26 @@ async fn register_old(
     Ok(())
 }
 
-/// Staging files carry no statistics (see [`session`]).
+/// The schema of staged changes: a ChangeBatch over the mapped columns (`entity`), plus
+/// the new row hash (for the commit).
+fn changes_schema(entity: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = change::schema_for(entity)
+        .fields()
+        .iter()
+        .cloned()
+        .collect();
+    fields.push(Arc::new(Field::new(HASH, DataType::UInt64, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// Staging files are written once and read once or twice, locally: plain encoding, no
+/// compression, no statistics (see [`session`]), so writing them costs little CPU.
 fn staging_properties() -> datafusion::parquet::file::properties::WriterProperties {
-    datafusion::parquet::file::properties::WriterProperties::builder()
-        .set_statistics_enabled(datafusion::parquet::file::properties::EnabledStatistics::None)
+    use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+    WriterProperties::builder()
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_dictionary_enabled(false)
+        .set_compression(datafusion::parquet::basic::Compression::UNCOMPRESSED)
         .build()
 }
 
@@ -428,77 +655,197 @@ async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, En
 impl std::fmt::Debug for PendingDiff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingDiff")
-            .field("sync", &self.spec.sync)
-            .field("report", &self.report)
-            .field("staging", &self.staging.path())
+            .field("engine", &self.engine())
+            .field("sync", &self.spec().sync)
+            .field("report", self.report())
+            .field("staging", &self.staging_dir())
             .finish_non_exhaustive()
     }
 }
 
 impl PendingDiff {
+    /// The engine that computed this diff: [`DiffEngine::DataFusion`] or
+    /// [`DiffEngine::Warehouse`].
+    pub fn engine(&self) -> DiffEngine {
+        match &self.inner {
+            Inner::DataFusion(_) => DiffEngine::DataFusion,
+            Inner::Postgres(_) => DiffEngine::Warehouse,
+        }
+    }
+
     pub fn report(&self) -> &DiffReport {
-        &self.report
+        match &self.inner {
+            Inner::DataFusion(d) => &d.report,
+            Inner::Postgres(d) => &d.report,
+        }
     }
 
     pub fn spec(&self) -> &DiffSpec {
-        &self.spec
+        match &self.inner {
+            Inner::DataFusion(d) => &d.spec,
+            Inner::Postgres(d) => &d.spec,
+        }
     }
 
+    /// The folder holding this diff's staging files (removed when the diff is dropped).
+    pub fn staging_dir(&self) -> &Path {
+        match &self.inner {
+            Inner::DataFusion(d) => d.staging.path(),
+            Inner::Postgres(d) => d.staging.path(),
+        }
+    }
+
+    /// The changes, in batches of about `batch_rows`, as delivery should send them.
+    pub fn changes(&self) -> Result<ChangeReader, EngineError> {
+        let (path, rows) = match &self.inner {
+            Inner::DataFusion(d) => (d.changes_path(), d.options.batch_rows),
+            Inner::Postgres(d) => (d.changes_path(), d.options.batch_rows),
+        };
+        let file = File::open(path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+        let reader = builder
+            .with_batch_size(rows.max(1))
+            .build()
+            .map_err(parquet_err)?;
+        Ok(ChangeReader { reader })
+    }
+
+    /// Step 5, after delivery: commits the new snapshot — the old one plus exactly the
+    /// changes whose keys are not in `rejected`; rejected keys keep their old state and
+    /// differ again on the next run. Returns the committed manifest.
+    ///
+    /// The DataFusion engine writes the new version to `snapshots`; the warehouse engine
+    /// commits inside the warehouse in one transaction and does not use `snapshots`.
+    pub async fn commit(
+        self,
+        snapshots: &SnapshotStore,
+        rejected: &HashSet<String>,
+    ) -> Result<Manifest, EngineError> {
+        match self.inner {
+            Inner::DataFusion(d) => d.commit(snapshots, rejected).await,
+            Inner::Postgres(d) => d.commit(rejected).await,
+        }
+    }
+}
+
+impl DataFusionDiff {
     fn changes_path(&self) -> PathBuf {
         self.staging.path().join("changes.parquet")
     }
 
-    async fn count(&self, sql: &str) -> Result<u64, EngineError> {
-        let batches = collect(&self.ctx, sql).await?;
-        Ok(batches
-            .first()
-            .map(|b| {
-                b.column(0)
-                    .as_primitive::<arrow::datatypes::Int64Type>()
-                    .value(0) as u64
-            })
-            .unwrap_or(0))
+    fn changes_schema(&self) -> SchemaRef {
+        changes_schema(&Schema::new(self.new_schema.fields()[2..].to_vec()))
     }
 
-    /// The schema of the staged changes: a ChangeBatch over the mapped columns, plus the
-    /// new row hash (for the commit).
-    fn changes_schema(&self) -> SchemaRef {
-        let entity = Schema::new(self.new_schema.fields()[2..].to_vec());
-        let mut fields: Vec<Arc<Field>> = change::schema_for(&entity)
-            .fields()
-            .iter()
-            .cloned()
-            .collect();
-        fields.push(Arc::new(Field::new(HASH, DataType::UInt64, true)));
-        Arc::new(Schema::new(fields))
+    /// `rel` (`new` or `old`) without the duplicated keys, as SQL.
+    fn clean(&self, rel: &str, columns: &str) -> String {
+        let k = quote(change::KEY);
+        if self.has_dups {
+            format!("(select {columns} from {rel} x left anti join dups d on x.{k} = d.{k})")
+        } else {
+            format!("(select {columns} from {rel})")
+        }
     }
 
     /// Steps 3 and 4: find the changed keys on (key, hash) pairs, fetch their values, and
     /// write them to staging as ChangeBatches.
-    async fn write_changes(&mut self) -> Result<(), EngineError> {
+    async fn write_changes(&mut self, clean_rows: u64) -> Result<(), EngineError> {
         let k = quote(change::KEY);
         let h = quote(HASH);
         let skip_all = self.base.is_none() && self.options.skip_initial_backfill;
-        let filter = if self.options.full_resync {
+        let filter = if skip_all {
+            "false".to_string()
+        } else if self.options.full_resync {
             "true".to_string()
         } else {
             format!("(n.{k} is null) or (o.{k} is null) or (n.{h} <> o.{h})")
         };
-        let filter = if skip_all {
-            "false".to_string()
-        } else {
-            filter
-        };
+        // The narrow join of (key, hash) pairs. A hash join holds one side in memory; when
+        // that may not fit the memory limit, a sort-merge join sorts both sides, spilling.
+        let old_rows = self.base.as_ref().map_or(0, |m| m.rows);
+        let avg_key = self.key_bytes / self.staged_rows.max(1);
+        let build_bytes = old_rows.max(self.staged_rows) * (avg_key + HASH_JOIN_BYTES_PER_ROW);
+        let prefer_hash_join = self
+            .options
+            .memory_limit
+            .is_none_or(|limit| build_bytes < limit as u64 / 2);
         self.ctx
             .sql(&format!(
-                "create view changed as \
-                 select coalesce(n.{k}, o.{k}) as k, \
-                        case when o.{k} is null then 1 when n.{k} is null then 3 else 2 end as op, \
-                        n.{h} as nh \
-                 from (select n.{k}, n.{h} from new n left anti join dups d on n.{k} = d.{k}) n \
-                 full outer join (select o.{k}, o.{h} from old o left anti join dups d on o.{k} = d.{k}) o \
-                 on n.{k} = o.{k} \
-                 where {filter}"
+                "set datafusion.optimizer.prefer_hash_join = {prefer_hash_join}"
+            ))
+            .await
+            .map_err(df_err)?;
+        let pairs = format!("{k}, {h}");
+        let changed = if skip_all {
+            Vec::new()
+        } else {
+            collect(
+                &self.ctx,
+                &format!(
+                    "select coalesce(n.{k}, o.{k}) as k, \
+                            case when o.{k} is null then 1 when n.{k} is null then 3 else 2 end as op, \
+                            n.{h} as nh \
+                     from {} n full outer join {} o on n.{k} = o.{k} \
+                     where {filter}",
+                    self.clean("new", &pairs),
+                    self.clean("old", &pairs)
+                ),
+            )
+            .await?
+        };
+        self.ctx
+            .sql("set datafusion.optimizer.prefer_hash_join = true")
+            .await
+            .map_err(df_err)?;
+        // The changed keys are few (or, on a full resync, all): DataFusion gets them as an
+        // in-memory table it can build a hash join from, and streams the tables past it.
+        let changed_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("op", DataType::Int64, true),
+            Field::new("nh", DataType::UInt64, true),
+        ]));
+        let changed: Vec<RecordBatch> = changed
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                RecordBatch::try_new(
+                    Arc::clone(&changed_schema),
+                    vec![
+                        Arc::clone(b.column(0)),
+                        cast(b.column(1), &DataType::Int64).map_err(arrow_err)?,
+                        Arc::clone(b.column(2)),
+                    ],
+                )
+                .map_err(arrow_err)
+            })
+            .collect::<Result<_, _>>()?;
+        let changed_rows: usize = changed.iter().map(RecordBatch::num_rows).sum();
+        let table =
+            MemTable::try_new(Arc::clone(&changed_schema), vec![changed]).map_err(df_err)?;
+        self.ctx
+            .register_table("changed", Arc::new(table))
+            .map_err(df_err)?;
+        // Many changes (a first run, a full resync) may not fit as a build side either.
+        let changed_bytes = changed_rows as u64 * (avg_key + HASH_JOIN_BYTES_PER_ROW);
+        if self
+            .options
+            .memory_limit
+            .is_some_and(|limit| changed_bytes >= limit as u64 / 4)
+        {
+            self.ctx
+                .sql("set datafusion.optimizer.prefer_hash_join = false")
+                .await
+                .map_err(df_err)?;
+        }
+        let config = format!(
+            "set datafusion.optimizer.hash_join_single_partition_threshold_rows = {}",
+            changed_rows.max(1024 * 128)
+        );
+        self.ctx.sql(&config).await.map_err(df_err)?;
+        self.ctx
+            .sql(&format!(
+                "set datafusion.optimizer.hash_join_single_partition_threshold = {}",
+                (changed_rows * 64).max(1 << 20)
             ))
             .await
             .map_err(df_err)?;
@@ -544,7 +891,6 @@ impl PendingDiff {
             .map(|f| f.data_type().clone())
             .collect();
         let mut seq: u64 = 0;
-        let mut changed_rows = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(df_err)?;
             let rows = batch.num_rows();
@@ -624,7 +970,6 @@ impl PendingDiff {
             if out_ops.is_empty() {
                 continue;
             }
-            changed_rows += out_ops.len() as u64;
             let entity = RecordBatch::try_new(
                 Arc::new(Schema::new(self.new_schema.fields()[2..].to_vec())),
                 entity_cols,
@@ -638,34 +983,15 @@ impl PendingDiff {
             writer.write(&staged).map_err(parquet_err)?;
         }
         writer.close().map_err(parquet_err)?;
-        let clean_rows = self
-            .count(&format!(
-                "select count(*) from new n left anti join dups d on n.{k} = d.{k}"
-            ))
-            .await?;
         if !skip_all {
             self.report.unchanged =
                 clean_rows.saturating_sub(self.report.inserts + self.report.updates);
         }
-        let _ = changed_rows;
         Ok(())
     }
 
-    /// The changes, in batches of about `batch_rows`, as delivery should send them.
-    pub fn changes(&self) -> Result<ChangeReader, EngineError> {
-        let file = File::open(self.changes_path())
-            .map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
-        let reader = builder
-            .with_batch_size(self.options.batch_rows.max(1))
-            .build()
-            .map_err(parquet_err)?;
-        Ok(ChangeReader { reader })
-    }
-
-    /// Step 5: commits the new snapshot — the old one plus exactly the changes whose keys are
-    /// not in `rejected`. Returns the committed manifest.
-    pub async fn commit(
+    /// Step 5 on DataFusion: writes the new snapshot version and commits it.
+    async fn commit(
         self,
         snapshots: &SnapshotStore,
         rejected: &HashSet<String>,
@@ -707,7 +1033,10 @@ impl PendingDiff {
             format!(", {}", cols.join(", "))
         };
         let new_rows = if self.base.is_none() && self.options.skip_initial_backfill {
-            format!("select n.{k}, n.{h}{cols} from new n left anti join dups d on n.{k} = d.{k}")
+            format!(
+                "select {k}, {h}{cols} from {}",
+                self.clean("new", &format!("{k}, {h}{cols}"))
+            )
         } else {
             format!(
                 "select o.{k}, o.{h}{cols} from old o left anti join accepted a on o.{k} = a.{k} \
@@ -754,11 +1083,6 @@ impl PendingDiff {
         };
         snapshots.commit(&manifest).await?;
         Ok(manifest)
-    }
-
-    /// The folder holding this diff's staging files (removed when the diff is dropped).
-    pub fn staging_dir(&self) -> &Path {
-        self.staging.path()
     }
 }
 

@@ -45,15 +45,19 @@ pub const DEFAULT_SCHEMA: &str = "public";
 /// Suffix of the table a `table` model is built into before it replaces the old one.
 const NEW_TABLE_SUFFIX: &str = "__ebb_new";
 
-/// A PostgreSQL database where models run.
+/// `(source, table)` → `(schema, table)` in the database.
+type SourceNames = HashMap<(String, String), (String, String)>;
+
+/// A PostgreSQL database where models run. Clones share the pool and the source list.
+#[derive(Clone)]
 pub struct PgWarehouse {
     pool: Arc<Pool>,
     /// Where models are created.
     schema: String,
     /// `(source, table)` → `(schema, table)` in the database, from `attach_sources`.
-    sources: RwLock<HashMap<(String, String), (String, String)>>,
+    sources: Arc<RwLock<SourceNames>>,
     /// The models' schema is known to exist.
-    schema_ready: AtomicBool,
+    schema_ready: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PgWarehouse {
@@ -98,8 +102,8 @@ impl PgWarehouse {
         Ok(PgWarehouse {
             pool: Arc::new(Pool::new(config, size)),
             schema: schema.unwrap_or(DEFAULT_SCHEMA).to_string(),
-            sources: RwLock::new(HashMap::new()),
-            schema_ready: AtomicBool::new(false),
+            sources: Arc::new(RwLock::new(HashMap::new())),
+            schema_ready: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -266,6 +270,81 @@ impl PgWarehouse {
             .map_err(|e| self.error(None, &e))?;
         tx.commit().await.map_err(|e| self.error(None, &e))?;
         Ok(rows)
+    }
+}
+
+/// One output column of a query, as [`PgWarehouse::columns`] describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgColumn {
+    pub name: String,
+    /// The type as ebb maps it to Arrow (domains resolved to their base type).
+    pub ty: ebb_postgres::types::PgType,
+    /// The type's oid as the server reported it (tells `bpchar` from `text`).
+    pub type_oid: u32,
+    /// ebb reads this column as `::text` (it has no decoder for the binary form).
+    pub as_text: bool,
+}
+
+/// A connection checked out of a [`PgWarehouse`]'s pool, for work that needs several
+/// statements on one session (a transaction, staging tables). It goes back to the pool when
+/// dropped.
+#[derive(Debug)]
+pub struct PgSession {
+    conn: PooledClient,
+    target: String,
+}
+
+impl PgSession {
+    pub fn client(&self) -> &tokio_postgres::Client {
+        self.conn.client()
+    }
+
+    pub fn client_mut(&mut self) -> &mut tokio_postgres::Client {
+        self.conn.client_mut()
+    }
+
+    /// `err` from running `sql` as a [`WarehouseError`] carrying the server's message,
+    /// SQLSTATE, position, detail and hint.
+    pub fn error(&self, sql: Option<&str>, err: &tokio_postgres::Error) -> WarehouseError {
+        sql_error(&self.target, sql.map(|s| (s, 0)), err)
+    }
+
+    /// Closes the connection instead of returning it to the pool (its state is unknown).
+    pub fn discard(&mut self) {
+        self.conn.discard();
+    }
+}
+
+impl PgWarehouse {
+    /// A connection of this warehouse for the caller's exclusive use.
+    pub async fn session(&self) -> Result<PgSession, WarehouseError> {
+        Ok(PgSession {
+            conn: self.pool.get().await?,
+            target: self.pool.target().to_string(),
+        })
+    }
+
+    /// `user@host:port/dbname`, safe to print.
+    pub fn target(&self) -> &str {
+        self.pool.target()
+    }
+
+    /// The columns `sql` returns, with their Postgres types, without running it.
+    pub async fn columns(&self, sql: &str) -> Result<Vec<PgColumn>, WarehouseError> {
+        let sql = strip_statement_end(sql);
+        let conn = self.pool.get().await?;
+        let statement = self.prepare(&conn, sql).await?;
+        let columns = schema::output_columns(&statement);
+        Ok(columns
+            .into_iter()
+            .zip(statement.columns())
+            .map(|(c, s)| PgColumn {
+                name: c.name,
+                ty: c.ty,
+                type_oid: s.type_().oid(),
+                as_text: c.as_text,
+            })
+            .collect())
     }
 }
 
