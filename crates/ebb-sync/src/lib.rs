@@ -36,7 +36,7 @@ use ebb_destinations::Record;
 use ebb_engine::EngineError;
 use ebb_engine::diff::{self, DiffOptions, DiffReport, DiffSpec, SnapshotStore};
 use ebb_engine::models::Models;
-use ebb_warehouse::{Warehouse, quote_ident};
+use ebb_warehouse::quote_ident;
 
 pub use destination::open_destination;
 
@@ -357,11 +357,6 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
             .models
             .warehouse(model)
             .map_err(SyncError::engine(name))?;
-        let stream = warehouse
-            .query(&sql)
-            .await
-            .map_err(|e| SyncError::engine(name)(EngineError::model(&model_name, e)))?;
-
         let spec = DiffSpec {
             sync: name.to_string(),
             key_columns,
@@ -373,7 +368,9 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
             staging_dir: Some(self.staging.clone()),
             ..DiffOptions::default()
         };
-        let pending = diff::diff(stream, spec, &self.snapshots, diff_options)
+        // A lake diffs on DataFusion here; a Postgres warehouse diffs inside itself, so only
+        // the changes leave it.
+        let pending = diff::diff_model(warehouse, &sql, spec, &self.snapshots, diff_options)
             .await
             .map_err(SyncError::engine(name))?;
         let report = pending.report().clone();
