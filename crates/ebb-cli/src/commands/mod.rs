@@ -3,4 +3,5 @@
 pub mod cdc;
 pub mod check;
 pub mod init;
+pub mod metrics;
 pub mod models;
