@@ -120,7 +120,7 @@ mod tests {
         .into();
         assert_eq!(
             render("(revenue - last) / last", &inputs).unwrap(),
-            "(CAST(((\"__v0\") - (\"__v1\")) AS DOUBLE PRECISION) / NULLIF(CAST((\"__v1\") AS DOUBLE PRECISION), 0))"
+            "(CAST((((\"__v0\") - (\"__v1\"))) AS DOUBLE PRECISION) / NULLIF(CAST((\"__v1\") AS DOUBLE PRECISION), 0))"
         );
         assert_eq!(
             render("coalesce(revenue, 0) * 2", &inputs).unwrap(),

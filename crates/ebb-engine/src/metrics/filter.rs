@@ -339,6 +339,12 @@ fn expand_templates(text: &str) -> Result<String, String> {
 fn convert(node: &Expr) -> Result<Filter, String> {
     let b = |e: &Expr| convert(e).map(Box::new);
     Ok(match node {
+        Expr::Identifier(ident) if ident.quote_style == Some('"') => {
+            return Err(format!(
+                "\"{}\" is in double quotes, which SQL reads as a name; write strings in single quotes: '{}'",
+                ident.value, ident.value
+            ));
+        }
         Expr::Identifier(ident) => Filter::Dim(reference(&ident.value)?),
         Expr::CompoundIdentifier(parts) => {
             let joined: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
