@@ -51,7 +51,9 @@ metrics:
 
 #[tokio::main]
 async fn main() {
-    let data = std::env::args().nth(1).expect("usage: metrics_bench DATA_DIR");
+    let data = std::env::args()
+        .nth(1)
+        .expect("usage: metrics_bench DATA_DIR");
     let data = std::fs::canonicalize(&data).expect("the data folder exists");
     let root = tempfile::tempdir().unwrap();
     let source = ProjectSource {

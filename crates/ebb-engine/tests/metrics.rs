@@ -148,10 +148,15 @@ async fn check_cases(models: &Models<'_>, any_model: &str, cases: &[Case]) -> Ve
     let layer = MetricsLayer::new(models);
     let mut failures = Vec::new();
     for case in cases {
-        let dims = case.query.group_by.len() + usize::from(
-            case.query.grain.is_some()
-                && !case.query.group_by.iter().any(|g| g.starts_with("metric_time")),
-        );
+        let dims = case.query.group_by.len()
+            + usize::from(
+                case.query.grain.is_some()
+                    && !case
+                        .query
+                        .group_by
+                        .iter()
+                        .any(|g| g.starts_with("metric_time")),
+            );
         let (compiled, got) = match layer.collect(&case.query).await {
             Ok(r) => r,
             Err(e) => {
@@ -162,7 +167,11 @@ async fn check_cases(models: &Models<'_>, any_model: &str, cases: &[Case]) -> Ve
         let expected = run_sql(models, any_model, &fill(models, &case.oracle)).await;
         let got = keyed(cells(&got), dims);
         let expected = keyed(cells(&expected), dims);
-        assert!(!expected.is_empty(), "{}: the oracle returned no rows", case.name);
+        assert!(
+            !expected.is_empty(),
+            "{}: the oracle returned no rows",
+            case.name
+        );
         let mut problems = Vec::new();
         for (key, want) in &expected {
             match got.get(key) {
@@ -352,7 +361,11 @@ fn example_cases() -> Vec<Case> {
                 .into(),
         },
     ];
-    let mut filtered = q(&["revenue", "invoice_count"], &["account__segment"], Some(Grain::Year));
+    let mut filtered = q(
+        &["revenue", "invoice_count"],
+        &["account__segment"],
+        Some(Grain::Year),
+    );
     filtered.filter = Some(
         "account__region in ('EMEA', 'NA') and not invoice__status = 'void' and metric_time >= '2025-03-01'"
             .into(),
@@ -360,12 +373,13 @@ fn example_cases() -> Vec<Case> {
     cases.push(Case {
         name: "--where over joined and local dimensions and metric_time",
         query: filtered,
-        oracle: "SELECT CAST(date_trunc('year', CAST(f.issued_at AS TIMESTAMP)) AS DATE), a.segment, \
+        oracle:
+            "SELECT CAST(date_trunc('year', CAST(f.issued_at AS TIMESTAMP)) AS DATE), a.segment, \
                  CAST(SUM(f.paid_amount_usd) AS DOUBLE PRECISION), COUNT(f.invoice_id) \
                  FROM {fct_invoices} f LEFT JOIN {dim_accounts} a ON f.account_id = a.account_id \
                  WHERE a.region IN ('EMEA', 'NA') AND f.status <> 'void' \
                  AND CAST(f.issued_at AS DATE) >= DATE '2025-03-01' GROUP BY 1, 2"
-            .into(),
+                .into(),
     });
     cases
 }
@@ -534,7 +548,11 @@ fn write_shop(root: &Path, seed: u64) -> Shop {
     let n_customers = 40 + rng.usize(..40);
     let mut csv = String::from("customer_id,country,segment,signup_at\n");
     for id in 1..=n_customers {
-        let country = if rng.u8(..10) == 0 { "" } else { countries[rng.usize(..countries.len())] };
+        let country = if rng.u8(..10) == 0 {
+            ""
+        } else {
+            countries[rng.usize(..countries.len())]
+        };
         let _ = writeln!(
             csv,
             "{id},{country},{},2024-{:02}-{:02}",
@@ -553,7 +571,11 @@ fn write_shop(root: &Path, seed: u64) -> Shop {
         let customer = 1 + rng.usize(..n_customers + 5);
         let month = rng.u8(..15);
         let (year, month) = (2025 + u32::from(month) / 12, 1 + u32::from(month) % 12);
-        let channel = if rng.u8(..12) == 0 { None } else { Some(channels[rng.usize(..3)]) };
+        let channel = if rng.u8(..12) == 0 {
+            None
+        } else {
+            Some(channels[rng.usize(..3)])
+        };
         let amount = if rng.u8(..15) == 0 {
             None
         } else {
@@ -845,7 +867,12 @@ async fn generated_metrics_match_hand_written_sql_on_the_lake_and_postgres() {
                 .unwrap();
             for row in cells(&batches) {
                 let channel = match &row[0] {
-                    Cell::Text(t) => Some(["web", "store", "phone"].into_iter().find(|c| c == t).unwrap()),
+                    Cell::Text(t) => Some(
+                        ["web", "store", "phone"]
+                            .into_iter()
+                            .find(|c| c == t)
+                            .unwrap(),
+                    ),
                     _ => None,
                 };
                 let (median, p75, disc) = percentiles(&shop, channel);

@@ -68,13 +68,19 @@ impl MetricsServer {
         let models: &'static Models<'static> = Box::leak(Box::new(Models::open(project).await?));
         let layer: &'static MetricsLayer<'static, 'static> =
             Box::leak(Box::new(MetricsLayer::new(models)));
-        let ctx = SessionContext::new_with_config(
-            SessionConfig::new().with_information_schema(true),
-        );
+        let ctx =
+            SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
         let mut metrics = Vec::new();
         for m in layer.graph().metrics() {
             let name = m.name.value.clone();
-            let table = MetricTable::new(layer, &name).await?;
+            // One metric that cannot be planned (say, a model's SQL fails) leaves the others up.
+            let table = match MetricTable::new(layer, &name).await {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::warn!(metric = %name, error = %err, "metric not served");
+                    continue;
+                }
+            };
             ctx.register_table(name.as_str(), Arc::new(table))
                 .map_err(|e| ServeError::Register(format!("{name}: {e}")))?;
             metrics.push(name);

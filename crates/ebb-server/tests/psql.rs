@@ -63,14 +63,27 @@ fn load_project(root: &Path) -> Project {
 
 fn psql() -> PathBuf {
     let pg15 = PathBuf::from("/usr/lib/postgresql/15/bin/psql");
-    if pg15.exists() { pg15 } else { PathBuf::from("psql") }
+    if pg15.exists() {
+        pg15
+    } else {
+        PathBuf::from("psql")
+    }
 }
 
 /// Runs `sql` through psql: unaligned rows, `|`-separated fields.
 fn run_psql(port: u16, sql: &str) -> Vec<Vec<String>> {
     let out = Command::new(psql())
         .args(["-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst", "-d", "metrics"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "analyst",
+            "-d",
+            "metrics",
+        ])
         .args(["-c", sql])
         .env("PGSSLMODE", "disable")
         .env("PGCONNECT_TIMEOUT", "10")
@@ -102,12 +115,25 @@ async fn layer_rows(layer: &MetricsLayer<'_, '_>, query: &MetricQuery) -> Vec<Ve
                     let f = cast(c, &DataType::Float64).unwrap();
                     let f = f.as_primitive::<Float64Type>();
                     (0..f.len())
-                        .map(|i| if f.is_null(i) { String::new() } else { f.value(i).to_string() })
+                        .map(|i| {
+                            if f.is_null(i) {
+                                String::new()
+                            } else {
+                                f.value(i).to_string()
+                            }
+                        })
                         .collect()
                 } else {
-                    let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap();
+                    let fmt =
+                        ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap();
                     (0..c.len())
-                        .map(|i| if c.is_null(i) { String::new() } else { fmt.value(i).to_string() })
+                        .map(|i| {
+                            if c.is_null(i) {
+                                String::new()
+                            } else {
+                                fmt.value(i).to_string()
+                            }
+                        })
                         .collect()
                 }
             })
@@ -145,7 +171,9 @@ async fn psql_gets_the_numbers_the_cli_prints() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&example(), tmp.path());
     let project = load_project(tmp.path());
-    let server = MetricsServer::bind(project.clone(), "127.0.0.1:0").await.unwrap();
+    let server = MetricsServer::bind(project.clone(), "127.0.0.1:0")
+        .await
+        .unwrap();
     let port = server.local_addr().unwrap().port();
     assert!(server.metrics().iter().any(|m| m == "revenue"));
     let task = tokio::spawn(server.run());
@@ -168,18 +196,26 @@ async fn psql_gets_the_numbers_the_cli_prints() {
         ),
         (
             "select metric_time__quarter, account__segment, revenue_per_account from revenue_per_account order by 1, 2",
-            query(&["revenue_per_account"], &["metric_time__quarter", "account__segment"]),
+            query(
+                &["revenue_per_account"],
+                &["metric_time__quarter", "account__segment"],
+            ),
         ),
         (
             "select metric_time__month, revenue_growth from revenue_growth order by 1",
             query(&["revenue_growth"], &["metric_time__month"]),
         ),
-        ("select invoice_count from invoice_count", query(&["invoice_count"], &[])),
+        (
+            "select invoice_count from invoice_count",
+            query(&["invoice_count"], &[]),
+        ),
     ];
     let mut failures = Vec::new();
     for (sql, q) in &cases {
         let sql = sql.to_string();
-        let via_psql = tokio::task::spawn_blocking(move || run_psql(port, &sql)).await.unwrap();
+        let via_psql = tokio::task::spawn_blocking(move || run_psql(port, &sql))
+            .await
+            .unwrap();
         let via_layer = layer_rows(&layer, q).await;
         assert!(!via_layer.is_empty());
         if let Err(e) = same(&via_psql, &via_layer) {
@@ -188,7 +224,10 @@ async fn psql_gets_the_numbers_the_cli_prints() {
     }
     // SQL on top of the tables: a filter and an outer aggregate.
     let total = tokio::task::spawn_blocking(move || {
-        run_psql(port, "select sum(revenue) from revenue where account__region = 'EMEA'")
+        run_psql(
+            port,
+            "select sum(revenue) from revenue where account__region = 'EMEA'",
+        )
     })
     .await
     .unwrap();

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use arrow::record_batch::RecordBatch;
 use arrow::array::Array;
+use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow::util::pretty::pretty_format_batches;
 use ebb_core::config::metrics::{Grain, MetricType};
@@ -317,7 +317,11 @@ fn csv_field(s: &str) -> String {
 
 fn to_csv(batches: &[RecordBatch]) -> Result<String> {
     let (names, rows) = rows(batches)?;
-    let mut out = names.iter().map(|n| csv_field(n)).collect::<Vec<_>>().join(",");
+    let mut out = names
+        .iter()
+        .map(|n| csv_field(n))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push('\n');
     for row in rows {
         let line: Vec<String> = row

@@ -339,7 +339,11 @@ impl<'p> Planner<'_, 'p> {
             std::ptr::eq(v.measure, measure)
                 && v.offset == ctx.offset
                 && v.cumulative == cumulative
-                && v.filter.as_ref().map(ToString::to_string).unwrap_or_default() == filter_key
+                && v.filter
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+                    == filter_key
         }) {
             return Ok(i);
         }
@@ -387,7 +391,11 @@ impl<'p> Planner<'_, 'p> {
     ) -> Result<CompiledQuery, MetricsError> {
         let mut sql = String::from("WITH ");
         let mut used_models: Vec<String> = Vec::new();
-        let cols: Vec<String> = self.group_by.iter().map(|g| quote_ident(g.name())).collect();
+        let cols: Vec<String> = self
+            .group_by
+            .iter()
+            .map(|g| quote_ident(g.name()))
+            .collect();
         for (ci, cte) in self.ctes.iter().enumerate() {
             let body = self.render_cte(ci, cte, relation, &mut used_models)?;
             if ci > 0 {
@@ -447,7 +455,11 @@ impl<'p> Planner<'_, 'p> {
         for (name, expr) in metrics {
             select.push(format!("{expr} AS {}", quote_ident(name)));
         }
-        let _ = write!(sql, "\nSELECT {}\nFROM \"__all\"", select.join(",\n       "));
+        let _ = write!(
+            sql,
+            "\nSELECT {}\nFROM \"__all\"",
+            select.join(",\n       ")
+        );
 
         let mut columns: Vec<OutputColumn> = self
             .group_by
@@ -588,7 +600,10 @@ impl<'p> Planner<'_, 'p> {
                 ));
                 let mut select_items: Vec<String> =
                     dim_cols.iter().map(|c| format!("p.{c}")).collect();
-                select_items.push(format!("CAST(p.\"__p\" AS DATE) AS {}", quote_ident(time_name)));
+                select_items.push(format!(
+                    "CAST(p.\"__p\" AS DATE) AS {}",
+                    quote_ident(time_name)
+                ));
                 for (vi, m) in &measures {
                     select_items.push(format!(
                         "{} AS \"__v{vi}\"",
@@ -682,7 +697,10 @@ impl<'p> Planner<'_, 'p> {
             let sm = self.graph.model(source.model);
             let mut items = Vec::new();
             for e in &sm.entities {
-                let expr = e.expr.as_ref().map_or(e.name.value.as_str(), |x| x.value.as_str());
+                let expr = e
+                    .expr
+                    .as_ref()
+                    .map_or(e.name.value.as_str(), |x| x.value.as_str());
                 items.push(format!(
                     "{} AS {}",
                     column_expr(expr),
@@ -690,7 +708,10 @@ impl<'p> Planner<'_, 'p> {
                 ));
             }
             for d in &sm.dimensions {
-                let expr = d.expr.as_ref().map_or(d.name.value.as_str(), |x| x.value.as_str());
+                let expr = d
+                    .expr
+                    .as_ref()
+                    .map_or(d.name.value.as_str(), |x| x.value.as_str());
                 items.push(format!(
                     "{} AS {}",
                     column_expr(expr),
@@ -699,7 +720,10 @@ impl<'p> Planner<'_, 'p> {
             }
             if source.model == base && alias == 0 {
                 for (_, m) in measures {
-                    let expr = m.expr.as_ref().map_or(m.name.value.as_str(), |x| x.value.as_str());
+                    let expr = m
+                        .expr
+                        .as_ref()
+                        .map_or(m.name.value.as_str(), |x| x.value.as_str());
                     items.push(format!(
                         "{} AS {}",
                         column_expr(expr),
@@ -868,9 +892,7 @@ fn where_clause(filter: &Option<String>) -> String {
 /// (written by the project's authors, like model SQL) and used as it is, in parentheses.
 fn column_expr(expr: &str) -> String {
     let plain = !expr.is_empty()
-        && expr
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && expr.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !expr.starts_with(|c: char| c.is_ascii_digit());
     if plain {
         format!("\"__model\".{}", quote_ident(expr))

@@ -186,7 +186,10 @@ impl Filter {
     }
 
     /// SQL for this filter, with each dimension replaced by what `column` returns for it.
-    pub fn render<E>(&self, column: &mut dyn FnMut(&str) -> Result<String, E>) -> Result<String, E> {
+    pub fn render<E>(
+        &self,
+        column: &mut dyn FnMut(&str) -> Result<String, E>,
+    ) -> Result<String, E> {
         Ok(match self {
             Filter::Dim(d) => column(d)?,
             Filter::Lit(l) => l.sql(),
@@ -310,13 +313,12 @@ fn expand_templates(text: &str) -> Result<String, String> {
             .map(|a| a.trim().trim_matches(['\'', '"']).to_string())
             .filter(|a| !a.is_empty())
             .collect();
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
+        let valid =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !args.iter().all(|a| valid(a)) {
-            return Err(format!("`{{{{ {inner} }}}}` names something that is not a plain name"));
+            return Err(format!(
+                "`{{{{ {inner} }}}}` names something that is not a plain name"
+            ));
         }
         let reference = match (func, args.as_slice()) {
             ("Dimension" | "Entity", [name]) => name.clone(),
@@ -364,7 +366,9 @@ fn convert(node: &Expr) -> Result<Filter, String> {
             match ts.data_type {
                 DataType::Date => {
                     if !text.chars().all(|c| c.is_ascii_digit() || c == '-') {
-                        return Err(format!("DATE '{text}' is not a date like DATE '2025-01-31'"));
+                        return Err(format!(
+                            "DATE '{text}' is not a date like DATE '2025-01-31'"
+                        ));
                     }
                     Filter::Lit(Literal::Date(text))
                 }
@@ -504,11 +508,7 @@ fn operand(expr: &Expr) -> Result<Filter, String> {
 }
 
 fn reference(name: &str) -> Result<String, String> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("`{name}` is not a dimension name"));
     }
     Ok(name.to_string())
@@ -535,7 +535,11 @@ fn literal(value: &Value) -> Result<Literal, String> {
                 "\"{s}\" is in double quotes; write strings in single quotes: '{s}'"
             ));
         }
-        other => return Err(format!("the literal `{other}` is not allowed; use numbers, 'strings', TRUE/FALSE, NULL")),
+        other => {
+            return Err(format!(
+                "the literal `{other}` is not allowed; use numbers, 'strings', TRUE/FALSE, NULL"
+            ));
+        }
     })
 }
 
@@ -552,7 +556,10 @@ mod tests {
 
     #[test]
     fn accepts_the_allowed_subset_and_renders_it_quoted() {
-        assert_eq!(render("account__region = 'EMEA'"), "(<account__region> = 'EMEA')");
+        assert_eq!(
+            render("account__region = 'EMEA'"),
+            "(<account__region> = 'EMEA')"
+        );
         assert_eq!(
             render("a = 'x' and not (b in (1, 2.5, -3) or c is null)"),
             "((<a> = 'x') AND (NOT ((<b> IN (1, 2.5, -3)) OR (<c> IS NULL))))"

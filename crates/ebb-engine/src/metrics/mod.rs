@@ -27,7 +27,6 @@ pub mod run;
 pub mod semantic;
 pub mod table;
 
-
 pub use compile::{CompiledQuery, OutputColumn};
 pub use filter::{Filter, FilterError};
 pub use run::{MetricsLayer, metric_per_entity};

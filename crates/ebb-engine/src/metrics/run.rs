@@ -46,7 +46,9 @@ impl<'m, 'p> MetricsLayer<'m, 'p> {
         query: &MetricQuery,
     ) -> Result<(CompiledQuery, &'m AnyWarehouse), EngineError> {
         // First pass: which models the query reads, hence which warehouse and dialect.
-        let probe = compile(&self.graph, query, Dialect::DataFusion, &|m| Ok(m.to_string()))?;
+        let probe = compile(&self.graph, query, Dialect::DataFusion, &|m| {
+            Ok(m.to_string())
+        })?;
         let mut warehouse: Option<(&str, &'m AnyWarehouse)> = None;
         for name in &probe.models {
             let model = self.models.project().model(name).ok_or_else(|| {
@@ -67,9 +69,8 @@ impl<'m, 'p> MetricsLayer<'m, 'p> {
                 Some(_) => {}
             }
         }
-        let (_, warehouse) = warehouse.ok_or_else(|| {
-            MetricsError::Query("the query reads no model".into())
-        })?;
+        let (_, warehouse) =
+            warehouse.ok_or_else(|| MetricsError::Query("the query reads no model".into()))?;
         let dialect = Dialect::for_warehouse(warehouse.kind());
         let models = self.models;
         let relation = |name: &str| -> Result<String, MetricsError> {

@@ -44,9 +44,7 @@ pub struct DimRef {
 impl DimRef {
     pub fn parse(text: &str) -> Result<DimRef, MetricsError> {
         let valid = !text.is_empty()
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !text.starts_with("__")
             && !text.ends_with("__");
         if !valid {
@@ -178,7 +176,11 @@ impl<'p> SemanticGraph<'p> {
     }
 
     /// The time dimension `measure` is aggregated over.
-    pub fn agg_time(&self, idx: usize, measure: &'p Measure) -> Result<&'p Dimension, MetricsError> {
+    pub fn agg_time(
+        &self,
+        idx: usize,
+        measure: &'p Measure,
+    ) -> Result<&'p Dimension, MetricsError> {
         let sm = self.models[idx];
         let name = measure
             .agg_time_dimension
@@ -276,8 +278,7 @@ impl<'p> SemanticGraph<'p> {
             return Err(MetricsError::Query(if candidates.is_empty() {
                 format!(
                     "\"{}\" is neither an entity of semantic model \"{}\" nor a dimension anywhere",
-                    r.text,
-                    self.models[from].name.value
+                    r.text, self.models[from].name.value
                 )
             } else {
                 format!(

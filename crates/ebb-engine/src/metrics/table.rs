@@ -17,10 +17,10 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::logical_expr::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::TableType;
 use datafusion::physical_plan::ExecutionPlan;
 use ebb_core::config::metrics::MetricType;
 use ebb_warehouse::Warehouse;
@@ -96,8 +96,9 @@ impl MetricTable {
         metric: &str,
     ) -> Result<MetricTable, EngineError> {
         let dims = dimensions_of(layer.graph(), metric)?;
-        let (time, other): (Vec<String>, Vec<String>) =
-            dims.into_iter().partition(|d| d.starts_with("metric_time__"));
+        let (time, other): (Vec<String>, Vec<String>) = dims
+            .into_iter()
+            .partition(|d| d.starts_with("metric_time__"));
         let mut group_by = vec!["metric_time__day".to_string()];
         group_by.extend(other.iter().cloned());
         let query = MetricQuery {
@@ -116,7 +117,10 @@ impl MetricTable {
             let ty = planned.field(i + 1).data_type().clone();
             fields.push(Field::new(d, ty, true));
         }
-        let metric_ty = planned.field(planned.fields().len() - 1).data_type().clone();
+        let metric_ty = planned
+            .field(planned.fields().len() - 1)
+            .data_type()
+            .clone();
         fields.push(Field::new(metric, metric_ty, true));
         Ok(MetricTable {
             layer,
