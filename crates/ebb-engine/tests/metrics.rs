@@ -786,13 +786,12 @@ fn shop_cases() -> Vec<Case> {
         Case {
             name: "offset by month within segment",
             query: q(&["total_change"], &["customer__segment"], Some(Grain::Month)),
-            oracle: format!(
-                "WITH m AS (SELECT CAST(date_trunc('month', CAST(o.ordered_at AS TIMESTAMP)) AS DATE) AS p, c.segment AS s, \
-                   SUM(o.amount) AS v FROM {{orders}} o LEFT JOIN {{customers}} c ON o.customer_id = c.customer_id GROUP BY 1, 2) \
+            oracle:                 "WITH m AS (SELECT CAST(date_trunc('month', CAST(o.ordered_at AS TIMESTAMP)) AS DATE) AS p, c.segment AS s, \
+                   SUM(o.amount) AS v FROM {orders} o LEFT JOIN {customers} c ON o.customer_id = c.customer_id GROUP BY 1, 2) \
                  SELECT cur.p, cur.s, CAST(cur.v AS DOUBLE PRECISION) - CAST(prev.v AS DOUBLE PRECISION) \
                  FROM m cur LEFT JOIN m prev ON prev.p = CAST(cur.p - INTERVAL '1 month' AS DATE) \
                  AND (prev.s IS NOT DISTINCT FROM cur.s)"
-            ),
+                .into(),
         },
         Case {
             name: "rolling 3 months and year to date",

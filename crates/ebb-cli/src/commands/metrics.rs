@@ -266,7 +266,10 @@ fn print(batches: &[RecordBatch], format: Format) -> Result<()> {
 }
 
 /// Each cell as text (`None` for NULL), row by row, with the column names.
-fn rows(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Vec<Option<Value>>>)> {
+/// A row of cells, `None` for NULL.
+type Row = Vec<Option<Value>>;
+
+fn rows(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Row>)> {
     let options = FormatOptions::default();
     let mut names = Vec::new();
     let mut out = Vec::new();

@@ -575,7 +575,7 @@ impl<'p> Planner<'_, 'p> {
             .iter()
             .map(|&vi| (vi, self.values[vi].measure))
             .collect();
-        let from = self.from_sql(&joins, cte.model, &measures, relation, used_models)?;
+        let from = self.sources_sql(&joins, cte.model, &measures, relation, used_models)?;
 
         let mut out = format!("\"__q{ci}\" AS (\n");
         match (cte.cumulative, &time_col) {
@@ -682,7 +682,7 @@ impl<'p> Planner<'_, 'p> {
 
     /// `<model> AS s0 LEFT JOIN <model> AS s1 ON ...` with each model projected to the
     /// entities, dimensions and measures under their `__e_`, `__d_`, `__m_` names.
-    fn from_sql(
+    fn sources_sql(
         &self,
         joins: &Joins<'p>,
         base: usize,
