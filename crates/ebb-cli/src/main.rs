@@ -70,6 +70,8 @@ enum Command {
     Runs(commands::runs::RunsArgs),
     /// The dead-letter queue: records a destination refused, and retrying them.
     Dlq(commands::runs::DlqArgs),
+    /// Query the semantic metrics: list, query, compile to SQL, serve to psql.
+    Metrics(commands::metrics::Args),
 }
 
 /// What a command tells the shell.
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Sync(args) => commands::sync::run(args),
         Command::Runs(args) => commands::runs::runs(args),
         Command::Dlq(args) => commands::runs::dlq(args),
+        Command::Metrics(args) => commands::metrics::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

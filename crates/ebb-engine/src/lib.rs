@@ -6,8 +6,11 @@
 //! - [`models`]: compile, order, run, contract-check and test a project's SQL models.
 //! - [`diff`]: the snapshot diff (canonical row hash, changes as ChangeBatches, snapshots
 //!   committed after delivery).
+//! - [`metrics`]: the semantic metrics layer: metric queries compiled to SQL for DataFusion
+//!   or PostgreSQL and run where the models live.
 
 pub mod diff;
+pub mod metrics;
 pub mod models;
 
 use ebb_warehouse::WarehouseError;
@@ -31,6 +34,8 @@ pub enum EngineError {
         #[source]
         source: WarehouseError,
     },
+    #[error("{0}")]
+    Metrics(#[from] metrics::MetricsError),
     #[error("diff: {0}")]
     Diff(String),
     #[error("snapshot store: {0}")]

@@ -27,7 +27,7 @@ fn example() -> PathBuf {
 }
 
 /// Copies the example's project files and CSVs (not earlier runs' output) to `dst`.
-fn copy_example(dst: &Path) {
+pub(crate) fn copy_example(dst: &Path) {
     fn walk(src: &Path, dst: &Path, top: bool) {
         std::fs::create_dir_all(dst).unwrap();
         for entry in std::fs::read_dir(src).unwrap() {
@@ -49,7 +49,7 @@ fn copy_example(dst: &Path) {
 }
 
 /// Loads the project under `root`, which must be valid.
-fn load_project(root: &Path) -> Project {
+pub(crate) fn load_project(root: &Path) -> Project {
     let mut source = ProjectSource {
         root: root.to_path_buf(),
         files: Vec::new(),
@@ -78,7 +78,7 @@ fn load_project(root: &Path) -> Project {
 
 /// Points the copy at `url`: the `lake` warehouse becomes a postgres one, its sources lose
 /// their file paths, Parquet models become tables.
-fn switch_to_postgres(root: &Path, url: &str) {
+pub(crate) fn switch_to_postgres(root: &Path, url: &str) {
     let path = root.join("ebb.yml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out = Vec::new();
@@ -127,7 +127,7 @@ fn switch_to_postgres(root: &Path, url: &str) {
 }
 
 /// The PostgreSQL type holding what the lake infers as `ty`.
-fn pg_type(ty: &DataType) -> String {
+pub(crate) fn pg_type(ty: &DataType) -> String {
     match ty {
         DataType::Boolean => "boolean".into(),
         DataType::Int8 | DataType::Int16 => "smallint".into(),
@@ -146,7 +146,7 @@ fn pg_type(ty: &DataType) -> String {
 
 /// Creates every source table of the lake project in `client`'s database, with the types
 /// the lake infers, and loads the same CSV files into them.
-async fn load_sources(project: &Project, client: &tokio_postgres::Client) {
+pub(crate) async fn load_sources(project: &Project, client: &tokio_postgres::Client) {
     let config = project.config.as_ref().unwrap();
     let lake = LakeWarehouse::open("data", &project.root, LakeOptions::default()).unwrap();
     for (source, s) in config.sources.iter() {
@@ -198,7 +198,7 @@ async fn load_sources(project: &Project, client: &tokio_postgres::Client) {
 }
 
 /// Runs every model in dependency order.
-async fn run_all(models: &Models<'_>) {
+pub(crate) async fn run_all(models: &Models<'_>) {
     for model in models.graph().order() {
         models
             .run(&model.name)

@@ -4,6 +4,7 @@ pub mod cdc;
 pub mod check;
 pub mod doctor;
 pub mod init;
+pub mod metrics;
 pub mod models;
 pub mod run;
 pub mod runs;

@@ -1,0 +1,3 @@
+//! Integration tests of ebb-server, one binary with modules.
+
+mod psql;
