@@ -54,6 +54,8 @@ enum Command {
     Models(commands::models::Args),
     /// Change data capture: run, inspect and drop PostgreSQL CDC pipelines.
     Cdc(commands::cdc::Args),
+    /// Identity resolution: one customer, one stable id, a golden record.
+    Identity(commands::identity::Args),
 }
 
 /// What a command tells the shell.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Models(args) => commands::models::run(args),
         Command::Cdc(args) => commands::cdc::run(args),
+        Command::Identity(args) => commands::identity::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

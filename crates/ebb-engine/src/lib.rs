@@ -6,8 +6,11 @@
 //! - [`models`]: compile, order, run, contract-check and test a project's SQL models.
 //! - [`diff`]: the snapshot diff (canonical row hash, changes as ChangeBatches, snapshots
 //!   committed after delivery).
+//! - [`identity`]: identity resolution (normalizers, blocking, match rules, clustering with
+//!   guards, stable ids, golden records).
 
 pub mod diff;
+pub mod identity;
 pub mod models;
 
 use ebb_warehouse::WarehouseError;
@@ -31,6 +34,8 @@ pub enum EngineError {
         #[source]
         source: WarehouseError,
     },
+    #[error("identity: {0}")]
+    Identity(String),
     #[error("diff: {0}")]
     Diff(String),
     #[error("snapshot store: {0}")]

@@ -2,4 +2,5 @@
 
 mod diff;
 mod golden;
+mod identity;
 mod models;

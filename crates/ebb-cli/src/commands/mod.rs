@@ -2,5 +2,6 @@
 
 pub mod cdc;
 pub mod check;
+pub mod identity;
 pub mod init;
 pub mod models;
