@@ -425,7 +425,7 @@ async fn strong_ids_never_merge_and_outputs_are_models() {
         .unwrap();
     let golden = lake
         .context()
-        .sql("select cluster_id, records, email, phone, name from people_golden order by records desc, cluster_id")
+        .sql("select cluster_id, records, cast(email as varchar), cast(phone as varchar), cast(name as varchar) from people_golden")
         .await
         .unwrap()
         .collect()
@@ -488,6 +488,8 @@ async fn the_example_project_resolves_with_high_precision() {
         e.f1()
     );
     assert_eq!(r.records, 2267);
-    assert!(e.precision() >= 0.95, "precision {:.4}", e.precision());
-    assert!(e.recall() >= 0.6, "recall {:.4}", e.recall());
+    // Measured: precision 0.974, recall 0.915 (nicknames and company-named billing records
+    // are what it misses).
+    assert!(e.precision() >= 0.97, "precision {:.4}", e.precision());
+    assert!(e.recall() >= 0.9, "recall {:.4}", e.recall());
 }

@@ -96,13 +96,13 @@ impl Blocking {
     /// Visits every candidate pair once, on all cores: `star` visits only one record of
     /// each block against the others (for rules where a shared key is itself the match).
     /// `filter` drops pairs before `visit` (e.g. same-source pairs in link-only mode).
-    /// Returns each thread's accumulator.
+    /// `visit` hears the pass that produced the pair. Returns each thread's accumulator.
     pub fn visit<T: Send>(
         &self,
         star: bool,
         filter: &(dyn Fn(u32, u32) -> bool + Sync),
         init: &(dyn Fn() -> T + Sync),
-        visit: &(dyn Fn(&mut T, u32, u32) + Sync),
+        visit: &(dyn Fn(&mut T, u32, u32, usize) + Sync),
     ) -> Vec<T> {
         let threads = std::thread::available_parallelism()
             .map_or(1, NonZeroUsize::get)
@@ -138,13 +138,13 @@ impl Blocking {
         star: bool,
         filter: &(dyn Fn(u32, u32) -> bool + Sync),
         acc: &mut T,
-        visit: &(dyn Fn(&mut T, u32, u32) + Sync),
+        visit: &(dyn Fn(&mut T, u32, u32, usize) + Sync),
     ) {
         if star {
             let first = block[0];
             for &j in &block[1..] {
                 if filter(first, j) && !self.seen(pass, first, j) {
-                    visit(acc, first, j);
+                    visit(acc, first, j, pass);
                 }
             }
             return;
@@ -152,7 +152,7 @@ impl Blocking {
         for (x, &i) in block.iter().enumerate() {
             for &j in &block[x + 1..] {
                 if filter(i, j) && !self.seen(pass, i, j) {
-                    visit(acc, i, j);
+                    visit(acc, i, j, pass);
                 }
             }
         }

@@ -134,12 +134,13 @@ impl Resolver {
             if let Some(fs) = &mut rule.fs {
                 // Level patterns of every candidate, then EM over their counts.
                 let fs_ref = &*fs;
+                let rule_passes = plain.passes.clone();
                 let parts = blocking.visit(
                     false,
                     &filter,
                     &|| (Vec::<(u32, u32, u64)>::new(), HashMap::<u64, u64>::new()),
-                    &|acc, i, j| {
-                        let p = fs_ref.pattern(r, i as usize, j as usize);
+                    &|acc, i, j, pass| {
+                        let p = fs_ref.pattern_in_pass(r, i as usize, j as usize, &rule_passes[pass]);
                         acc.0.push((i, j, p));
                         *acc.1.entry(p).or_insert(0) += 1;
                     },
@@ -194,7 +195,7 @@ impl Resolver {
                         edges: Vec::new(),
                         compared: 0,
                     },
-                    &|acc, i, j| {
+                    &|acc, i, j, _| {
                         acc.compared += 1;
                         if let Some(score) = rule_ref.score(r, i as usize, j as usize) {
                             acc.edges.push(Edge {

@@ -168,13 +168,26 @@ impl Rule {
             score = score.min(s);
         }
         if let Some(fs) = &self.fs {
-            let p = fs.probability(fs.pattern(r, i, j));
+            let pattern = match self.first_pass(r, i, j) {
+                Some(pass) => fs.pattern_in_pass(r, i, j, &self.passes[pass]),
+                None => fs.pattern(r, i, j),
+            };
+            let p = fs.probability(pattern);
             if p < fs.threshold {
                 return None;
             }
             score = score.min(p);
         }
         Some(score)
+    }
+
+    /// The first blocking pass in which `i` and `j` share a key.
+    pub fn first_pass(&self, r: &Records, i: usize, j: usize) -> Option<usize> {
+        self.passes.iter().position(|p| {
+            !p.is_empty()
+                && p.iter()
+                    .all(|&a| r.norm[a].get(i).is_some() && r.norm[a].get(i) == r.norm[a].get(j))
+        })
     }
 
     /// In words: how the rule judges the pair.
@@ -213,7 +226,10 @@ impl Rule {
             }
         }
         if let Some(fs) = &self.fs {
-            let pattern = fs.pattern(r, i, j);
+            let pattern = match self.first_pass(r, i, j) {
+                Some(pass) => fs.pattern_in_pass(r, i, j, &self.passes[pass]),
+                None => fs.pattern(r, i, j),
+            };
             let p = fs.probability(pattern);
             ok &= p >= fs.threshold;
             let weights: Vec<String> = fs
@@ -221,7 +237,7 @@ impl Rule {
                 .iter()
                 .enumerate()
                 .map(|(k, c)| match level_of(pattern, k) {
-                    NULL_LEVEL => format!("{} missing (0)", r.attributes[c.attr]),
+                    NULL_LEVEL => format!("{} not counted (0)", r.attributes[c.attr]),
                     l => format!(
                         "{} {} ({:+.1})",
                         r.attributes[c.attr],
@@ -366,6 +382,20 @@ impl FsModel {
         p
     }
 
+    /// The pattern of a pair that blocking pass `pass` (its attributes) produced: the
+    /// comparisons of those attributes are left out (neutral). The pass made them agree, so
+    /// among its candidates they say nothing about a match; counting them would take every
+    /// blocked non-match for a likely match.
+    pub fn pattern_in_pass(&self, r: &Records, i: usize, j: usize, pass: &[usize]) -> u64 {
+        let mut p = self.pattern(r, i, j);
+        for (k, c) in self.comparisons.iter().enumerate() {
+            if pass.contains(&c.attr) {
+                p |= u64::from(NULL_LEVEL) << (4 * k);
+            }
+        }
+        p
+    }
+
     pub fn probability(&self, pattern: u64) -> f64 {
         let (mut pm, mut pu) = (self.prior.ln(), (1.0 - self.prior).ln());
         for (k, c) in self.comparisons.iter().enumerate() {
@@ -477,22 +507,27 @@ mod tests {
             trained_on: 0,
         };
         let pat = |a: u64, b: u64, c: u64| a | (b << 4) | (c << 8);
-        // 300 matches agreeing on everything or nearly; 700 blocked non-matches agreeing on
-        // one attribute only.
+        let n = u64::from(NULL_LEVEL);
+        // Candidates of a pass blocked on attribute 0 (so it is left out): 300 matches that
+        // agree on the others or nearly, 700 non-matches that agree by chance at most once.
         let mut cand = HashMap::new();
-        cand.insert(pat(0, 0, 0), 250);
-        cand.insert(pat(1, 0, 0), 50);
-        cand.insert(pat(0, 2, 2), 400);
-        cand.insert(pat(2, 0, 2), 300);
+        cand.insert(pat(n, 0, 0), 250);
+        cand.insert(pat(n, 1, 0), 50);
+        cand.insert(pat(n, 2, 2), 600);
+        cand.insert(pat(n, 0, 2), 50);
+        cand.insert(pat(n, 2, 0), 50);
         let mut random = HashMap::new();
-        random.insert(pat(2, 2, 2), 9_800);
+        random.insert(pat(2, 2, 2), 9_700);
+        random.insert(pat(2, 2, 0), 100);
         random.insert(pat(0, 2, 2), 100);
         random.insert(pat(2, 0, 2), 100);
         model.train(&cand, &random);
-        assert!(model.probability(pat(0, 0, 0)) > 0.99);
-        assert!(model.probability(pat(1, 0, 0)) > 0.9);
-        assert!(model.probability(pat(0, 2, 2)) < 0.1);
-        assert!(model.comparisons[0].weight(0) > 0.0);
-        assert!(model.comparisons[0].weight(2) < 0.0);
+        assert!(model.probability(pat(n, 0, 0)) > 0.99);
+        assert!(model.probability(pat(n, 1, 0)) > 0.9);
+        assert!(model.probability(pat(n, 2, 2)) < 0.05);
+        assert!(model.comparisons[1].weight(0) > 0.0);
+        assert!(model.comparisons[1].weight(2) < 0.0);
+        // 30 % are matches; the 100 chance agreements on one attribute blur that a little.
+        assert!((0.25..0.45).contains(&model.prior), "prior {}", model.prior);
     }
 }
