@@ -121,7 +121,8 @@ def run_ebb(ebb, project, name):
 
 def run_splink(frames, link_type):
     import splink.comparison_library as cl
-    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+    from splink import Linker, SettingsCreator, block_on
+    from splink.backends.duckdb import DuckDBAPI
 
     def comparison(attr, method, levels):
         if method == "jaro_winkler":
@@ -142,9 +143,15 @@ def run_splink(frames, link_type):
         retain_intermediate_calculation_columns=False,
     )
     started = time.perf_counter()
-    linker = Linker(frames, settings, db_api=DuckDBAPI())
+    db_api = DuckDBAPI()
+    if isinstance(frames, list):
+        registered = [db_api.register(f) for f in frames]
+    else:
+        registered = db_api.register(frames)
+    linker = Linker(registered, settings)
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6)
-    for rule in (block_on("given_name", "surname"), block_on("date_of_birth")):
+    for rule in (block_on("given_name", "surname"), block_on("date_of_birth"),
+                 block_on("soc_sec_id")):
         linker.training.estimate_parameters_using_expectation_maximisation(rule)
     predictions = linker.inference.predict(threshold_match_probability=0.5)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
@@ -232,7 +239,6 @@ def synthetic(path, n, seed=7):
             phone = f"{rng.randrange(200, 999)}{rng.randrange(200, 999)}{rng.randrange(1000, 9999)}"
             dob = f"{rng.randrange(1940, 2005)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
             zipc = f"{rng.randrange(10000, 99999)}"
-            copies = 1 if p >= n - people else 1
             copies = 1 + (1 if rng.random() < (n - people) / people else 0)
             for c in range(copies):
                 rid += 1

@@ -48,8 +48,8 @@ fn febrl_dir() -> Option<PathBuf> {
     static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("ebb-febrl-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../benchmarks/identity/febrl_export.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benchmarks/identity/febrl_export.py");
         let out = Command::new("python3").arg(&script).arg(&dir).output();
         match out {
             Ok(o) if o.status.success() => Some(dir),
@@ -241,7 +241,10 @@ sources:
     tables:
       crm: { path: crm.csv }
 ";
-    let csv = format!("id,email,phone,name,stripe,updated_at\n{}\n", rows.join("\n"));
+    let csv = format!(
+        "id,email,phone,name,stripe,updated_at\n{}\n",
+        rows.join("\n")
+    );
     project(
         root,
         &[
@@ -308,7 +311,10 @@ async fn ids_are_kept_merged_split_and_removed_by_the_rules() {
     assert_eq!(v2["7"], ann, "a member joining keeps the cluster's id");
     assert_eq!(v2["5"], bob);
     assert_eq!(v2["4"], cy);
-    assert_ne!(v2["6"], ann, "a gmail address without a rule linking it stays apart");
+    assert_ne!(
+        v2["6"], ann,
+        "a gmail address without a rule linking it stays apart"
+    );
     let dee = v2["8"];
     assert!(dee > cy && v2["6"] > cy, "new clusters get new, larger ids");
     assert_eq!(second.changes.created, 2);
@@ -334,7 +340,10 @@ async fn ids_are_kept_merged_split_and_removed_by_the_rules() {
     let v3 = ids(&p).await;
     assert_eq!(v3["4"], v3["8"]);
     assert_eq!(v3["8"], cy, "a merge keeps the older id");
-    assert_eq!(v3["5"], bob, "a cluster that only lost a member keeps its id");
+    assert_eq!(
+        v3["5"], bob,
+        "a cluster that only lost a member keeps its id"
+    );
     assert_ne!(v3["1"], ann, "split pieces get new ids");
     assert_ne!(v3["7"], ann);
     assert_ne!(v3["1"], v3["7"]);
@@ -344,7 +353,11 @@ async fn ids_are_kept_merged_split_and_removed_by_the_rules() {
 
     let state = identity::history(&p, "people").await.unwrap();
     assert_eq!(state.run, 3);
-    let merged: Vec<_> = state.history.iter().filter(|e| e.kind == "merged").collect();
+    let merged: Vec<_> = state
+        .history
+        .iter()
+        .filter(|e| e.kind == "merged")
+        .collect();
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0].cluster_id, cy);
     assert_eq!(merged[0].related, vec![dee]);
@@ -412,17 +425,19 @@ async fn strong_ids_never_merge_and_outputs_are_models() {
         .unwrap();
     assert!(!e.together);
     assert!(e.text.contains("stripe"), "{}", e.text);
-    assert!(e.text.contains("cus_a") || e.text.contains("cus_A"), "{}", e.text);
-    let e = identity::explain(&models, "people", "4", "5").await.unwrap();
+    assert!(
+        e.text.contains("cus_a") || e.text.contains("cus_A"),
+        "{}",
+        e.text
+    );
+    let e = identity::explain(&models, "people", "4", "5")
+        .await
+        .unwrap();
     assert!(e.together);
     assert!(e.text.contains("same_email"), "{}", e.text);
 
     // The outputs are models on the lake: readable by SQL after the run.
-    let lake = models
-        .warehouse_named("lake")
-        .unwrap()
-        .as_lake()
-        .unwrap();
+    let lake = models.warehouse_named("lake").unwrap().as_lake().unwrap();
     let golden = lake
         .context()
         .sql("select cluster_id, records, cast(email as varchar), cast(phone as varchar), cast(name as varchar) from people_golden")
@@ -449,8 +464,14 @@ async fn strong_ids_never_merge_and_outputs_are_models() {
         .collect()
         .await
         .unwrap();
-    assert_eq!(resolved[0].column(0).as_primitive::<Int64Type>().value(0), 5);
-    assert_eq!(resolved[0].column(1).as_primitive::<Int64Type>().value(0), 3);
+    assert_eq!(
+        resolved[0].column(0).as_primitive::<Int64Type>().value(0),
+        5
+    );
+    assert_eq!(
+        resolved[0].column(1).as_primitive::<Int64Type>().value(0),
+        3
+    );
     assert!(resolved[0].column(0).is_valid(0));
 }
 
@@ -463,7 +484,11 @@ async fn the_example_project_resolves_with_high_precision() {
     for sub in ["", "models", "identity", "data"] {
         for entry in std::fs::read_dir(src.join(sub)).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let rel = if sub.is_empty() { name.clone() } else { format!("{sub}/{name}") };
+            let rel = if sub.is_empty() {
+                name.clone()
+            } else {
+                format!("{sub}/{name}")
+            };
             let is_project_file = rel == "ebb.yml"
                 || (sub == "models" && (name.ends_with(".sql") || name.ends_with(".yml")))
                 || (sub == "identity" && name.ends_with(".yml"));

@@ -82,8 +82,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         };
         match args.command {
             Verb::Run { name } => run_identity(&models, &name).await,
-            Verb::Explain { name, a, b } => match identity::explain(&models, &name, &a, &b).await
-            {
+            Verb::Explain { name, a, b } => match identity::explain(&models, &name, &a, &b).await {
                 Ok(e) => {
                     say!("{}", e.text.trim_end());
                     Ok(Outcome::Success)

@@ -1338,9 +1338,10 @@ impl Checker<'_> {
         if let Some(truth) = &c.truth {
             let target = ref_target(&truth.relation.value);
             let is_source = target.split_once('.').is_some_and(|(s, t)| {
-                self.project.config.as_ref().is_some_and(|c| {
-                    c.sources.get(s).is_some_and(|src| src.tables.contains(t))
-                })
+                self.project
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.sources.get(s).is_some_and(|src| src.tables.contains(t)))
             });
             if !is_source && !names.iter().any(|n| n == target) {
                 self.error(
@@ -1438,7 +1439,9 @@ impl Checker<'_> {
                             "level {} must be below 1 and below the level before it",
                             level.value
                         ),
-                        Some("levels are similarities in descending order, e.g. [0.92, 0.8]".into()),
+                        Some(
+                            "levels are similarities in descending order, e.g. [0.92, 0.8]".into(),
+                        ),
                     );
                 }
                 previous = level.value;

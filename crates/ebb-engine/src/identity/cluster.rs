@@ -173,7 +173,11 @@ impl Clusters {
         }
         let cluster = self.of[a as usize];
         let mut adj: HashMap<u32, Vec<Edge>> = HashMap::new();
-        for e in self.kept.iter().filter(|e| self.of[e.a as usize] == cluster) {
+        for e in self
+            .kept
+            .iter()
+            .filter(|e| self.of[e.a as usize] == cluster)
+        {
             adj.entry(e.a).or_default().push(*e);
             adj.entry(e.b).or_default().push(*e);
         }

@@ -35,7 +35,11 @@ impl Evaluation {
     }
     pub fn f1(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
 }
 
@@ -85,7 +89,10 @@ pub fn evaluate(
     Evaluation {
         records: known.len() as u64,
         true_pairs: pairs(known.iter().map(|&(i, e)| (e, src(i))), link_only),
-        predicted_pairs: pairs(known.iter().map(|&(i, _)| (cluster_of[i], src(i))), link_only),
+        predicted_pairs: pairs(
+            known.iter().map(|&(i, _)| (cluster_of[i], src(i))),
+            link_only,
+        ),
         correct_pairs: pairs(
             known.iter().map(|&(i, e)| ((cluster_of[i], e), src(i))),
             link_only,

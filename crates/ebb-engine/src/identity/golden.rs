@@ -73,14 +73,24 @@ pub fn golden(
     let mut sources = StringBuilder::new();
     let mut updated = Vec::with_capacity(groups.len());
     let mut values: Vec<StringBuilder> = attributes.iter().map(|_| StringBuilder::new()).collect();
-    let recency = |i: u32| (r.updated_at[i as usize].unwrap_or(i64::MIN), std::cmp::Reverse(i));
+    let recency = |i: u32| {
+        (
+            r.updated_at[i as usize].unwrap_or(i64::MIN),
+            std::cmp::Reverse(i),
+        )
+    };
     for members in &groups {
         ids.push(id_per_record[members[0] as usize]);
         counts.push(members.len() as u64);
         let mut names: Vec<&str> = members.iter().map(|&i| r.source_name(i as usize)).collect();
         names.dedup();
         sources.append_value(names.join(","));
-        updated.push(members.iter().filter_map(|&i| r.updated_at[i as usize]).max());
+        updated.push(
+            members
+                .iter()
+                .filter_map(|&i| r.updated_at[i as usize])
+                .max(),
+        );
         for (a, rule) in rules.iter().enumerate() {
             let has = |i: &&u32| r.norm[a].get(**i as usize).is_some();
             let chosen = match rule {

@@ -108,7 +108,11 @@ async fn query_all(
 ) -> Result<Vec<RecordBatch>, EngineError> {
     let (warehouse, sql) = match model_or_source.split_once('.') {
         Some((source, table)) if models.project().model(model_or_source).is_none() => {
-            let config = models.project().config.as_ref().ok_or(EngineError::NoProject)?;
+            let config = models
+                .project()
+                .config
+                .as_ref()
+                .ok_or(EngineError::NoProject)?;
             let wh_name = config
                 .sources
                 .get(source)
@@ -250,17 +254,13 @@ pub async fn run(
         &id_of,
     )?;
     progress("committing");
-    store.commit_with_outputs(name, &state, &resolved, &golden).await?;
+    store
+        .commit_with_outputs(name, &state, &resolved, &golden)
+        .await?;
     let outputs = write_outputs(models, config, name, &resolved, &golden).await?;
     let sizes = resolution.clusters.sizes();
-    let evaluation = truth.map(|t| {
-        evaluate::evaluate(
-            &records,
-            &resolution.clusters.of,
-            &t,
-            resolver.link_only,
-        )
-    });
+    let evaluation = truth
+        .map(|t| evaluate::evaluate(&records, &resolution.clusters.of, &t, resolver.link_only));
     Ok(IdentityRun {
         name: name.to_string(),
         run: state.run,
@@ -316,7 +316,11 @@ async fn write_outputs(
         ctx.register_batch(temp.as_str(), batch.clone())
             .map_err(|e| EngineError::Identity(e.to_string()))?;
         let done = warehouse
-            .materialize(&model, &format!("select * from {temp}"), Materialized::Parquet)
+            .materialize(
+                &model,
+                &format!("select * from {temp}"),
+                Materialized::Parquet,
+            )
             .await
             .map_err(|e| EngineError::model(&model, e));
         let _ = ctx.deregister_table(temp.as_str());
@@ -396,9 +400,8 @@ pub fn explain_pair(
         let _ = writeln!(text, "Each rule on this pair directly:");
         for rule in rules {
             let blocked = rule.passes.iter().any(|p| {
-                p.iter().all(|&x| {
-                    r.norm[x].get(ia).is_some() && r.norm[x].get(ia) == r.norm[x].get(ib)
-                })
+                p.iter()
+                    .all(|&x| r.norm[x].get(ia).is_some() && r.norm[x].get(ia) == r.norm[x].get(ib))
             });
             let _ = writeln!(
                 text,

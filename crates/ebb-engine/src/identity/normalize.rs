@@ -297,7 +297,10 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_lowercased_and_gmail_only_when_asked() {
-        assert_eq!(email("  Ann.Lee@Acme.COM ", false).unwrap(), "ann.lee@acme.com");
+        assert_eq!(
+            email("  Ann.Lee@Acme.COM ", false).unwrap(),
+            "ann.lee@acme.com"
+        );
         assert_eq!(
             email("Ann.Lee+news@gmail.com", false).unwrap(),
             "ann.lee+news@gmail.com"
@@ -313,10 +316,16 @@ mod tests {
     #[test]
     fn phones_become_e164() {
         assert_eq!(phone("(415) 555-0149", Some("1")).unwrap(), "+14155550149");
-        assert_eq!(phone("415.555.0149 x12", Some("1")).unwrap(), "+14155550149");
+        assert_eq!(
+            phone("415.555.0149 x12", Some("1")).unwrap(),
+            "+14155550149"
+        );
         assert_eq!(phone("1-415-555-0149", Some("1")).unwrap(), "+14155550149");
         assert_eq!(phone("+65 6555 6971", Some("1")).unwrap(), "+6565556971");
-        assert_eq!(phone("0044 20 7946 0958", Some("1")).unwrap(), "+442079460958");
+        assert_eq!(
+            phone("0044 20 7946 0958", Some("1")).unwrap(),
+            "+442079460958"
+        );
         assert_eq!(phone("020 7946 0958", Some("44")).unwrap(), "+442079460958");
         assert_eq!(phone("555", Some("1")), None);
     }
@@ -336,7 +345,10 @@ mod tests {
         assert_eq!(date("03/12/1985").unwrap(), "1985-03-12");
         assert_eq!(date("25/12/1985").unwrap(), "1985-12-25");
         assert_eq!(date("19851312").unwrap(), "19851312");
-        assert_eq!(address("12 Main Street, Apt. 4").unwrap(), "12 main st unit 4");
+        assert_eq!(
+            address("12 Main Street, Apt. 4").unwrap(),
+            "12 main st unit 4"
+        );
     }
 
     #[test]

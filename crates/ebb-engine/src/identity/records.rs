@@ -83,6 +83,7 @@ impl Records {
         for (s, src) in sources.iter().enumerate() {
             r.sources.push(src.source.clone());
             let s = u16::try_from(s).map_err(|_| "more than 65535 sources".to_string())?;
+            let mut source_row = 0usize;
             for batch in &src.batches {
                 let key = text_column(batch, &src.source, &src.key)?;
                 let updated = match &src.updated_at {
@@ -99,12 +100,11 @@ impl Records {
                 }
                 let key = key.as_string::<i32>();
                 for row in 0..batch.num_rows() {
+                    source_row += 1;
                     if key.is_null(row) || key.value(row).trim().is_empty() {
                         return Err(format!(
-                            "model \"{}\": row {} has no value in its key column \"{}\"; every record needs an id",
-                            src.source,
-                            r.source.len() + 1,
-                            src.key
+                            "model \"{}\": row {source_row} has no value in its key column \"{}\"; every record needs an id (filter such rows out in the model)",
+                            src.source, src.key
                         ));
                     }
                     r.source.push(s);

@@ -104,9 +104,15 @@ impl Resolver {
         let mut warnings = Vec::new();
         let mut trained = Vec::new();
         let link_only = self.link_only;
-        let filter = move |i: u32, j: u32| !link_only || r.source[i as usize] != r.source[j as usize];
+        let filter =
+            move |i: u32, j: u32| !link_only || r.source[i as usize] != r.source[j as usize];
         for (k, rule) in self.rules.iter().enumerate() {
-            progress(&format!("rule {} ({}/{})", rule.name, k + 1, self.rules.len()));
+            progress(&format!(
+                "rule {} ({}/{})",
+                rule.name,
+                k + 1,
+                self.rules.len()
+            ));
             let started = Instant::now();
             let blocking = Blocking::new(r, &rule.passes, self.max_block);
             for s in &blocking.skipped {
@@ -140,7 +146,8 @@ impl Resolver {
                     &filter,
                     &|| (Vec::<(u32, u32, u64)>::new(), HashMap::<u64, u64>::new()),
                     &|acc, i, j, pass| {
-                        let p = fs_ref.pattern_in_pass(r, i as usize, j as usize, &rule_passes[pass]);
+                        let p =
+                            fs_ref.pattern_in_pass(r, i as usize, j as usize, &rule_passes[pass]);
                         acc.0.push((i, j, p));
                         *acc.1.entry(p).or_insert(0) += 1;
                     },
@@ -252,11 +259,7 @@ impl Resolver {
 }
 
 /// Level patterns of random pairs (a fixed seed, so runs repeat), for u.
-fn random_patterns(
-    r: &Records,
-    fs: &rules::FsModel,
-    link_only: bool,
-) -> HashMap<u64, u64> {
+fn random_patterns(r: &Records, fs: &rules::FsModel, link_only: bool) -> HashMap<u64, u64> {
     let n = r.len() as u64;
     let mut out = HashMap::new();
     if n < 2 || fs.comparisons.iter().all(|c| c.fixed_u) {

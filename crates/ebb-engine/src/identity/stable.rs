@@ -29,8 +29,9 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
-    UInt64Type};
+use arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
@@ -440,7 +441,10 @@ impl IdStore {
         for (file, batch) in files {
             let bytes = write_parquet(&batch)?;
             self.store
-                .put(&self.path(&format!("{dir}/{file}")), PutPayload::from(bytes))
+                .put(
+                    &self.path(&format!("{dir}/{file}")),
+                    PutPayload::from(bytes),
+                )
                 .await?;
         }
         self.store
