@@ -72,6 +72,8 @@ enum Command {
     Dlq(commands::runs::DlqArgs),
     /// Query the semantic metrics: list, query, compile to SQL, serve to psql.
     Metrics(commands::metrics::Args),
+    /// Identity resolution: one customer, one stable id, a golden record.
+    Identity(commands::identity::Args),
 }
 
 /// What a command tells the shell.
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => commands::runs::runs(args),
         Command::Dlq(args) => commands::runs::dlq(args),
         Command::Metrics(args) => commands::metrics::run(args),
+        Command::Identity(args) => commands::identity::run(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

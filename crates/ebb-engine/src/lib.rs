@@ -8,8 +8,11 @@
 //!   committed after delivery).
 //! - [`metrics`]: the semantic metrics layer: metric queries compiled to SQL for DataFusion
 //!   or PostgreSQL and run where the models live.
+//! - [`identity`]: identity resolution (normalizers, blocking, match rules, clustering with
+//!   guards, stable ids, golden records).
 
 pub mod diff;
+pub mod identity;
 pub mod metrics;
 pub mod models;
 
@@ -36,6 +39,8 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Metrics(#[from] metrics::MetricsError),
+    #[error("identity: {0}")]
+    Identity(String),
     #[error("diff: {0}")]
     Diff(String),
     #[error("snapshot store: {0}")]

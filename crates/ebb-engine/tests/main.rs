@@ -3,4 +3,5 @@
 mod diff;
 mod golden;
 mod metrics;
+mod identity;
 mod models;

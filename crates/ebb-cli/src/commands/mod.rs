@@ -3,6 +3,7 @@
 pub mod cdc;
 pub mod check;
 pub mod doctor;
+pub mod identity;
 pub mod init;
 pub mod metrics;
 pub mod models;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::sql::TemplateRef;
 use super::{Project, ProjectSource};
-use crate::config::identity::{FuzzyMethod, IdentityConfig, Survivorship};
+use crate::config::identity::{FellegiSunter, FuzzyMethod, IdentityConfig, Survivorship};
 use crate::config::metrics::{Agg, DimensionType, EntityType, MetricType};
 use crate::config::model::{ColumnTest, ModelConfig, ref_target};
 use crate::config::project::{DestinationConfig, Materialized, ProjectConfig, WarehouseConfig};
@@ -1282,20 +1282,29 @@ impl Checker<'_> {
                     None,
                 );
             }
-            if rule.exact.is_empty() && rule.fuzzy.is_empty() {
+            if rule.exact.is_empty() && rule.fuzzy.is_empty() && rule.fellegi_sunter.is_none() {
                 self.error(
                     file,
                     Some(rule.name.pos),
                     &field,
                     format!("rule \"{}\" compares nothing", rule.name.value),
-                    Some("add `exact: [attribute]` or `fuzzy:` comparisons".into()),
+                    Some(
+                        "add `exact: [attribute]`, `fuzzy:` comparisons or `fellegi_sunter:`"
+                            .into(),
+                    ),
                 );
             }
+            let fs_comparisons = rule
+                .fellegi_sunter
+                .iter()
+                .flat_map(|f| f.comparisons.value.iter());
             let used = rule
                 .exact
                 .iter()
                 .chain(rule.blocking.iter())
-                .chain(rule.fuzzy.iter().map(|f| &f.attribute));
+                .chain(rule.blocking_passes.iter().flatten())
+                .chain(rule.fuzzy.iter().map(|f| &f.attribute))
+                .chain(fs_comparisons.clone().map(|f| &f.attribute));
             for attr in used {
                 if !c.attributes.contains(&attr.value) {
                     let help = unknown_help(&attr.value, attributes.iter().copied(), "attribute");
@@ -1325,7 +1334,11 @@ impl Checker<'_> {
                     );
                 }
             }
-            if !rule.fuzzy.is_empty() && rule.blocking.is_empty() && rule.exact.is_empty() {
+            if let Some(fs) = &rule.fellegi_sunter {
+                self.fellegi_sunter(file, &field, fs);
+            }
+            let compares_pairs = !rule.fuzzy.is_empty() || rule.fellegi_sunter.is_some();
+            if compares_pairs && rule.passes().is_empty() && rule.exact.is_empty() {
                 self.warning(file, Some(rule.name.pos), &field, format!("fuzzy rule \"{}\" has no blocking key, so it compares every pair of records", rule.name.value), "add `blocking: [attribute]` so work grows with the data, not its square".into());
             }
         }
@@ -1339,6 +1352,35 @@ impl Checker<'_> {
                 "max_cluster_size must be at least 2".into(),
                 None,
             );
+        }
+        if let Some(max) = &c.max_block_size
+            && max.value < 2
+        {
+            self.error(
+                file,
+                Some(max.pos),
+                "max_block_size",
+                "max_block_size must be at least 2".into(),
+                None,
+            );
+        }
+        if let Some(truth) = &c.truth {
+            let target = ref_target(&truth.relation.value);
+            let is_source = target.split_once('.').is_some_and(|(s, t)| {
+                self.project
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.sources.get(s).is_some_and(|src| src.tables.contains(t)))
+            });
+            if !is_source && !names.iter().any(|n| n == target) {
+                self.error(
+                    file,
+                    Some(truth.relation.pos),
+                    "truth.relation",
+                    format!("no model or source table named \"{target}\""),
+                    Some("give a model name or `source.table` declared in ebb.yml".into()),
+                );
+            }
         }
         for (attr, rule) in c.survivorship.iter() {
             if !c.attributes.contains(&attr.value) {
@@ -1376,6 +1418,79 @@ impl Checker<'_> {
                 && c.sources.value.iter().any(|s| s.updated_at.is_none())
             {
                 self.warning(file, Some(rule.pos), &format!("survivorship.{attr}"), "most_recent needs `updated_at` on every source; records without it count as oldest".into(), "add `updated_at: <timestamp column>` to each source".into());
+            }
+        }
+    }
+}
+
+impl Checker<'_> {
+    fn fellegi_sunter(&mut self, file: &Path, field: &str, fs: &FellegiSunter) {
+        let field = format!("{field}.fellegi_sunter");
+        if !(0.0..=1.0).contains(&fs.threshold.value) {
+            self.error(
+                file,
+                Some(fs.threshold.pos),
+                &format!("{field}.threshold"),
+                format!("threshold {} is outside 0..1", fs.threshold.value),
+                Some("the threshold is a match probability, e.g. 0.9".into()),
+            );
+        }
+        if let Some(prior) = &fs.prior
+            && !(prior.value > 0.0 && prior.value < 1.0)
+        {
+            self.error(
+                file,
+                Some(prior.pos),
+                &format!("{field}.prior"),
+                format!("prior {} must be strictly between 0 and 1", prior.value),
+                None,
+            );
+        }
+        if fs.comparisons.value.is_empty() {
+            self.error(
+                file,
+                Some(fs.comparisons.pos),
+                &format!("{field}.comparisons"),
+                "a Fellegi-Sunter rule needs at least one comparison".into(),
+                Some("add `- { attribute: name, method: jaro_winkler, levels: [0.9] }`".into()),
+            );
+        }
+        for (i, c) in fs.comparisons.value.iter().enumerate() {
+            let cfield = format!("{field}.comparisons[{i}]");
+            let mut previous = 1.0;
+            for level in &c.levels {
+                if !(0.0..1.0).contains(&level.value) || level.value >= previous {
+                    self.error(
+                        file,
+                        Some(level.pos),
+                        &format!("{cfield}.levels"),
+                        format!(
+                            "level {} must be below 1 and below the level before it",
+                            level.value
+                        ),
+                        Some(
+                            "levels are similarities in descending order, e.g. [0.92, 0.8]".into(),
+                        ),
+                    );
+                }
+                previous = level.value;
+            }
+            let want = c.levels.len() + 2;
+            for (name, probs) in [("m", &c.m), ("u", &c.u)] {
+                let Some(probs) = probs else { continue };
+                let bad_len = probs.value.len() != want;
+                let bad_value = probs.value.iter().any(|p| !(*p > 0.0 && *p < 1.0));
+                if bad_len || bad_value {
+                    self.error(
+                        file,
+                        Some(probs.pos),
+                        &format!("{cfield}.{name}"),
+                        format!(
+                            "`{name}` needs {want} probabilities strictly between 0 and 1 (exact, one per level, different)"
+                        ),
+                        None,
+                    );
+                }
             }
         }
     }

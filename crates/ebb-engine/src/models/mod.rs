@@ -83,6 +83,18 @@ impl<'p> Models<'p> {
             graph,
             warehouses,
         };
+        // Identity outputs (`<name>_resolved`, `<name>_golden`) written by an earlier
+        // `ebb identity run` are models too, for `ref()`.
+        for identity in &project.identities {
+            for suffix in ["resolved", "golden"] {
+                let name = format!("{}_{suffix}", identity.name);
+                for warehouse in models.warehouses.values() {
+                    if let Some(lake) = warehouse.as_lake() {
+                        lake.attach_materialized(&name).await?;
+                    }
+                }
+            }
+        }
         // Make every model queryable by name, in dependency order.
         for model in models.graph.order() {
             let how = models.materialized(model);
@@ -102,6 +114,11 @@ impl<'p> Models<'p> {
             }
         }
         Ok(models)
+    }
+
+    /// The warehouse declared as `name` in ebb.yml.
+    pub fn warehouse_named(&self, name: &str) -> Option<&AnyWarehouse> {
+        self.warehouses.get(name)
     }
 
     pub fn graph(&self) -> &ModelGraph<'p> {
