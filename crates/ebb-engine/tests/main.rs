@@ -2,6 +2,6 @@
 
 mod diff;
 mod golden;
-mod metrics;
 mod identity;
+mod metrics;
 mod models;
