@@ -14,6 +14,10 @@ use crate::plan::{PlanError, SyncPlan, plan_records};
 use crate::quota::{Flow, Priority, Quotas};
 use crate::retry::{Action, RetryPolicy, classify};
 
+/// Batches in a row that spend their retry budget (with no successful write between them)
+/// before delivery stops: the destination is down, and the rest waits for the next run.
+pub const UNREACHABLE_AFTER: u32 = 3;
+
 /// Who delivers and how.
 #[derive(Debug, Clone)]
 pub struct DeliveryOptions {
@@ -170,6 +174,9 @@ pub async fn deliver<D: Destination, L: DeadLetters>(
 
     let mut queue: VecDeque<Work> = batches(all, max_batch).into_iter().map(Work::new).collect();
     let mut sent_once: HashSet<String> = HashSet::new();
+    // Batches in a row that spent their whole retry budget with no write succeeding in
+    // between: the destination is down, not one batch unlucky.
+    let mut exhausted_in_a_row = 0u32;
 
     while let Some(mut work) = queue.pop_front() {
         if let Some(at) = work.not_before.take() {
@@ -189,6 +196,7 @@ pub async fn deliver<D: Destination, L: DeadLetters>(
         permit.complete();
         match written {
             Ok(outcome) => {
+                exhausted_in_a_row = 0;
                 quota.observed(outcome.rate);
                 let mut accepted = Vec::new();
                 let mut letters = Vec::new();
@@ -279,6 +287,18 @@ pub async fn deliver<D: Destination, L: DeadLetters>(
                             options,
                         )
                         .await?;
+                        exhausted_in_a_row += 1;
+                        if exhausted_in_a_row >= UNREACHABLE_AFTER && !queue.is_empty() {
+                            // Stop instead of spending a budget on every batch left. What was
+                            // not sent is neither accepted nor dead-lettered: a sync keeps it
+                            // in its snapshot's old state and sends it on the next run.
+                            let left: usize = queue.drain(..).map(|w| w.records.len()).sum();
+                            let why = format!(
+                                "the destination is unreachable ({exhausted_in_a_row} batches in a row {reason}); {left} records were not sent and go out on the next run"
+                            );
+                            warn!(sync = %options.sync, "{why}");
+                            report.aborted = Some(why);
+                        }
                     } else {
                         let wait = options
                             .retry

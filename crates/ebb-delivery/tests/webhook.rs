@@ -153,3 +153,56 @@ async fn gone_endpoints_stop_the_delivery_and_keep_the_records() {
             .starts_with("c_ebb_slot_")
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_destination_stops_the_delivery_instead_of_dead_lettering_everything() {
+    // A port nobody listens on: every request fails to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = WebhookConfig::new(
+        &format!("http://127.0.0.1:{port}/hooks"),
+        vec![Secret::new(SECRET)],
+    )
+    .unwrap();
+    config.batch_size = 5;
+    config.timeout = Duration::from_millis(300);
+    let dest = WebhookDestination::new(config).unwrap();
+    let rows: Vec<_> = (0..100)
+        .map(|i| {
+            (
+                Op::Insert,
+                format!("c{i:03}"),
+                Some(format!("c{i}@example.com")),
+                None,
+            )
+        })
+        .collect();
+    let batch = contacts(&rows);
+    let plan = SyncPlan {
+        origin: Origin::Sync {
+            name: "contacts".into(),
+        },
+        mode: SyncMode::Upsert,
+        mapping: vec![("email".into(), "email".into())],
+        match_column: None,
+        changed_fields_only: true,
+    };
+    let dlq = MemoryDeadLetters::new();
+    let mut options = DeliveryOptions::new("acme", "contacts");
+    options.retry = quick_retries();
+    options.retry.attempts = 2;
+    let report = deliver_changes(&[batch], &plan, &dest, &Quotas::new(), &dlq, &options)
+        .await
+        .unwrap();
+    let why = report.aborted.as_deref().expect("delivery stops");
+    assert!(why.contains("unreachable"), "{why}");
+    // Three batches of 5 spent their budget and wait in the DLQ; the other 85 records were
+    // neither sent nor dead-lettered (a sync sends them on its next run).
+    assert_eq!(report.accepted, 0);
+    assert_eq!(report.rejected, 15, "{report:?}");
+    assert_eq!(dlq.pending("acme", "contacts").await.unwrap().len(), 15);
+    assert_eq!(report.sent, 15);
+}

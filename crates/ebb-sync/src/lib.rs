@@ -69,13 +69,13 @@ pub enum SyncError {
     Engine {
         sync: String,
         #[source]
-        source: EngineError,
+        source: Box<EngineError>,
     },
     #[error("sync \"{sync}\": {source}")]
     Delivery {
         sync: String,
         #[source]
-        source: DeliveryError,
+        source: Box<DeliveryError>,
     },
 }
 
@@ -83,7 +83,7 @@ impl SyncError {
     fn engine(sync: &str) -> impl FnOnce(EngineError) -> SyncError + '_ {
         move |source| SyncError::Engine {
             sync: sync.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -189,16 +189,10 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
     pub async fn open(project: &'p Project, dead_letters: L) -> Result<Self, SyncError> {
         let dir = state_dir(project);
         let snapshots =
-            SnapshotStore::local(&dir.join("snapshots")).map_err(|source| SyncError::Engine {
-                sync: "*".into(),
-                source,
-            })?;
+            SnapshotStore::local(&dir.join("snapshots")).map_err(SyncError::engine("*"))?;
         let models = Models::open(project)
             .await
-            .map_err(|source| SyncError::Engine {
-                sync: "*".into(),
-                source,
-            })?;
+            .map_err(SyncError::engine("*"))?;
         Ok(SyncRunner {
             project,
             models,
@@ -409,7 +403,7 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
                 let records =
                     ebb_delivery::plan::plan(&batch, &plan).map_err(|e| SyncError::Delivery {
                         sync: name.to_string(),
-                        source: e.into(),
+                        source: Box::new(e.into()),
                     })?;
                 let room = options.samples - outcome.samples.len();
                 outcome.samples.extend(records.into_iter().take(room));
@@ -452,7 +446,7 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
             .await
             .map_err(|source| SyncError::Delivery {
                 sync: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
             done += chunk.iter().map(ChangeBatch::num_rows).sum::<usize>();
             progress(Progress::Delivering {

@@ -99,7 +99,7 @@ fn fail(err: impl std::fmt::Display) -> Result<Outcome> {
     Ok(Outcome::Problems)
 }
 
-async fn run_identity(models: &Models<'_>, name: &str) -> Result<Outcome> {
+pub async fn run_identity(models: &Models<'_>, name: &str) -> Result<Outcome> {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} {elapsed}")

@@ -70,6 +70,20 @@ pub fn run(args: Args) -> Result<Outcome> {
             );
         }
 
+        // Identity spaces next: their `<name>_resolved` and `<name>_golden` outputs are
+        // models that syncs and metrics can read.
+        let mut identity_failed = 0;
+        if built.failed.is_empty() {
+            for identity in &project.identities {
+                say!("");
+                match crate::commands::identity::run_identity(runner.models(), &identity.name).await
+                {
+                    Ok(Outcome::Success) => {}
+                    Ok(_) | Err(_) => identity_failed += 1,
+                }
+            }
+        }
+
         let options = RunOptions {
             dry_run: args.dry_run,
             full_resync: false,
@@ -84,6 +98,10 @@ pub fn run(args: Args) -> Result<Outcome> {
             say!("");
             let outcome = run_one(&runner, &store, &sync.name, &options).await;
             outcomes.push((sync.name.clone(), outcome));
+        }
+        if !project.metrics.is_empty() {
+            say!("");
+            metrics_headline(runner.models()).await;
         }
         summary(&outcomes, &built, started);
         say!("");
@@ -110,6 +128,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             sandbox.shutdown().await?;
         }
         let ok = built.failed.is_empty()
+            && identity_failed == 0
             && outcomes
                 .iter()
                 .all(|(_, o)| o.as_ref().is_some_and(|o| o.status == RunStatus::Succeeded));
@@ -119,6 +138,51 @@ pub fn run(args: Args) -> Result<Outcome> {
             Outcome::Problems
         })
     })
+}
+
+/// The project's first simple metric, all time, and how to ask more.
+async fn metrics_headline(models: &ebb_engine::models::Models<'_>) {
+    use ebb_engine::metrics::{MetricQuery, MetricsLayer};
+    let layer = MetricsLayer::new(models);
+    let names: Vec<String> = layer
+        .graph()
+        .metrics()
+        .map(|m| m.name.value.clone())
+        .collect();
+    let Some(first) = names.first() else {
+        return;
+    };
+    let query = MetricQuery {
+        metrics: vec![first.clone()],
+        group_by: Vec::new(),
+        grain: None,
+        filter: None,
+        order: Vec::new(),
+        limit: None,
+    };
+    match layer.collect(&query).await {
+        Ok((_, batches)) => {
+            let value = batches
+                .iter()
+                .find(|b| b.num_rows() > 0)
+                .and_then(|b| {
+                    arrow::util::display::array_value_to_string(b.column(b.num_columns() - 1), 0)
+                        .ok()
+                })
+                .unwrap_or_else(|| "no rows".into());
+            say!(
+                "Metrics: {} defined; {first} (all time) = {value}",
+                names.len()
+            );
+            say!(
+                "  ebb metrics query --metrics {first} --grain month    by month; `ebb metrics list` for all"
+            );
+        }
+        Err(err) => say!(
+            "Metrics: {} defined; {first} could not be computed: {err}",
+            names.len()
+        ),
+    }
 }
 
 fn summary(
