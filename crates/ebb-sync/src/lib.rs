@@ -20,7 +20,7 @@
 
 mod destination;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -389,14 +389,14 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
         };
 
         // Which changes the mode sends, by key: the ones that must be accepted to commit.
-        let mut planned_keys: HashMap<String, ()> = HashMap::new();
+        let mut planned_keys: HashSet<String> = HashSet::new();
         let mut chunks: Vec<Vec<ChangeBatch>> = vec![Vec::new()];
         let mut rows_in_chunk = 0;
         for batch in pending.changes().map_err(SyncError::engine(name))? {
             let batch = batch.map_err(SyncError::engine(name))?;
             for row in 0..batch.num_rows() {
                 if plan.operation(batch.op(row)).is_some() {
-                    planned_keys.insert(batch.key(row).to_string(), ());
+                    planned_keys.insert(batch.key(row).to_string());
                 }
             }
             if outcome.samples.len() < options.samples {
@@ -464,7 +464,7 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
         progress(Progress::Committing);
         let accepted: HashSet<&str> = total.accepted_keys.iter().map(String::as_str).collect();
         let rejected: HashSet<String> = planned_keys
-            .into_keys()
+            .into_iter()
             .filter(|k| !accepted.contains(k.as_str()))
             .collect();
         let refused: HashSet<&str> = total.rejected_keys.iter().map(String::as_str).collect();
