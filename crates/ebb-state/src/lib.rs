@@ -16,6 +16,10 @@
 //! - **Leases**: a worker claims a run for a lease and extends it with heartbeats; a
 //!   running run whose lease expired is claimable by any worker (its `attempts` grows).
 //!   Updates by a worker that lost its lease fail with [`StateError::LeaseLost`].
+//! - **Schedules**: [`fire_schedule`](StateStore::fire_schedule) fires a sync's schedule at
+//!   most once per due instant however many workers ask, and creates the run in the same
+//!   transaction; [`finish_run_then`](StateStore::finish_run_then) queues the syncs that
+//!   follow a succeeded run in the transaction that finishes it.
 //! - **Outbox**: [`finish_run`](StateStore::finish_run) and
 //!   [`cancel_run`](StateStore::cancel_run) write the run's final state and a
 //!   `run.finished` event in one transaction: the event exists if and only if the change
@@ -181,14 +185,31 @@ impl StateStore {
     }
 
     /// Ends a running run held by `worker` and writes its `run.finished` event, in one
-    /// transaction.
+    /// transaction. The same as [`finish_run_then`](Self::finish_run_then) with no runs
+    /// to queue.
     pub async fn finish_run(
         &self,
         id: RunId,
         worker: &str,
         outcome: &RunOutcome,
     ) -> Result<Run, StateError> {
-        dispatch!(self.finish_run(id, worker, outcome))
+        Ok(self.finish_run_then(id, worker, outcome, &[]).await?.0)
+    }
+
+    /// [`finish_run`](Self::finish_run), and when the outcome's status is
+    /// [`Succeeded`](RunStatus::Succeeded), also queues each of `then` (with
+    /// [`create_run`](Self::create_run)'s semantics: a sync that has a queued run keeps
+    /// that one) in the SAME transaction: "after sync A succeeds" sequences are never lost
+    /// nor doubled by a crash. Returns the finished run and the runs queued (none unless
+    /// it succeeded), in `then`'s order.
+    pub async fn finish_run_then(
+        &self,
+        id: RunId,
+        worker: &str,
+        outcome: &RunOutcome,
+        then: &[NewRun],
+    ) -> Result<(Run, Vec<CreatedRun>), StateError> {
+        dispatch!(self.finish_run_then(id, worker, outcome, then))
     }
 
     /// Cancels a queued or running run (a running run's worker learns it at its next
@@ -231,6 +252,63 @@ impl StateStore {
     /// A run's log, oldest line first.
     pub async fn run_log(&self, run_id: RunId) -> Result<Vec<LogEntry>, StateError> {
         dispatch!(self.run_log(run_id))
+    }
+
+    // ---- schedules and settings ------------------------------------------------------
+
+    /// Fires a schedule at most once per due instant, whichever worker asks first.
+    ///
+    /// `due_at` (Unix ms) is the latest instant <= now at which the sync's cron or interval
+    /// is due; the caller computes it, the store only remembers the last one fired (table
+    /// `schedules`, one row per (tenant, sync)).
+    /// - No row yet: the row is written with `last_due_at = due_at` and the answer is
+    ///   `Ok(None)`: a schedule seen for the first time waits for its next due instant; it
+    ///   does not fire for the past.
+    /// - `last_due_at < due_at`: `last_due_at` becomes `due_at` and the run is created
+    ///   exactly like [`create_run`](Self::create_run) (folded into the sync's queued run
+    ///   if it has one), in one transaction: `Ok(Some(created))`.
+    /// - Otherwise (already fired for this instant, or an older `due_at`): `Ok(None)`.
+    ///
+    /// Of concurrent callers with the same `due_at`, exactly one gets `Some`. Pausing is
+    /// not consulted here: the caller skips [`paused_syncs`](Self::paused_syncs).
+    pub async fn fire_schedule(
+        &self,
+        new: &NewRun,
+        due_at: i64,
+    ) -> Result<Option<CreatedRun>, StateError> {
+        dispatch!(self.fire_schedule(new, due_at))
+    }
+
+    /// Pauses or resumes a sync's schedule (table `sync_settings`). Idempotent.
+    pub async fn set_paused(
+        &self,
+        tenant: &str,
+        sync: &str,
+        paused: bool,
+    ) -> Result<(), StateError> {
+        dispatch!(self.set_paused(tenant, sync, paused))
+    }
+
+    /// The paused syncs as (tenant, sync), of one tenant or all, by tenant then sync.
+    pub async fn paused_syncs(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        dispatch!(self.paused_syncs(tenant))
+    }
+
+    // ---- metrics -------------------------------------------------------------------
+
+    /// For Prometheus: the number of runs per (tenant, status), by tenant then status.
+    /// Only pairs that have runs are listed.
+    pub async fn run_stats(&self) -> Result<Vec<(String, RunStatus, i64)>, StateError> {
+        dispatch!(self.run_stats())
+    }
+
+    /// For Prometheus: dead letters per (tenant, sync), by tenant then sync. Only syncs
+    /// that have dead letters are listed.
+    pub async fn dlq_depths(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+        dispatch!(self.dlq_depths())
     }
 
     // ---- DLQ -----------------------------------------------------------------------

@@ -17,20 +17,34 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../sql/state/sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../sql/state/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "schedules",
+        sql: include_str!("../../../sql/state/sqlite/0002_schedules.sql"),
+    },
+];
 
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../sql/state/postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../sql/state/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "schedules",
+        sql: include_str!("../../../sql/state/postgres/0002_schedules.sql"),
+    },
+];
 
 /// The newest schema this build knows.
-pub const LATEST: i64 = 1;
+pub const LATEST: i64 = 2;
 
 /// The table both backends keep their version in.
 pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (

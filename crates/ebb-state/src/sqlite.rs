@@ -190,40 +190,9 @@ impl SqliteStore {
         let new = new.clone();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let queued = one(
-                &tx,
-                &format!(
-                    "SELECT {} FROM runs WHERE tenant = ?1 AND sync = ?2 AND status = 'queued'",
-                    rows::RUN_COLS
-                ),
-                params![new.tenant, new.sync],
-                |r: &Row<'_>| rows::run(r),
-            )?;
-            if let Some(run) = queued {
-                return Ok(CreatedRun {
-                    run,
-                    created: false,
-                });
-            }
-            let run = one(
-                &tx,
-                &format!(
-                    "INSERT INTO runs (tenant, sync, kind, trigger, status, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5) RETURNING {}",
-                    rows::RUN_COLS
-                ),
-                params![
-                    new.tenant,
-                    new.sync,
-                    new.kind.as_str(),
-                    new.trigger.as_str(),
-                    now_ms()
-                ],
-                |r: &Row<'_>| rows::run(r),
-            )?
-            .ok_or_else(|| StateError::Corrupt("INSERT .. RETURNING gave no row".into()))?;
+            let created = create_run_in(&tx, &new)?;
             tx.commit()?;
-            Ok(CreatedRun { run, created: true })
+            Ok(created)
         })
         .await
     }
@@ -382,14 +351,15 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn finish_run(
+    pub async fn finish_run_then(
         &self,
         id: RunId,
         worker: &str,
         outcome: &RunOutcome,
-    ) -> Result<Run, StateError> {
+        then: &[NewRun],
+    ) -> Result<(Run, Vec<CreatedRun>), StateError> {
         check_final(id, outcome.status)?;
-        let (worker, outcome) = (worker.to_string(), outcome.clone());
+        let (worker, outcome, then) = (worker.to_string(), outcome.clone(), then.to_vec());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let k = outcome.counts;
@@ -424,6 +394,13 @@ impl SqliteStore {
             let Some(run) = run else {
                 return Err(lease_lost(&tx, id, &worker)?.into());
             };
+            let queued = if run.status == RunStatus::Succeeded {
+                then.iter()
+                    .map(|new| create_run_in(&tx, new))
+                    .collect::<SqResult<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
             insert_event(
                 &tx,
                 &run.tenant,
@@ -431,7 +408,7 @@ impl SqliteStore {
                 &rows::run_finished_payload(&run),
             )?;
             tx.commit()?;
-            Ok(run)
+            Ok((run, queued))
         })
         .await
     }
@@ -563,6 +540,108 @@ impl SqliteStore {
                 ),
                 params![run_id],
                 |r: &Row<'_>| rows::log_entry(r),
+            )
+        })
+        .await
+    }
+
+    // ---- schedules and settings ------------------------------------------------------
+
+    pub async fn fire_schedule(
+        &self,
+        new: &NewRun,
+        due_at: i64,
+    ) -> Result<Option<CreatedRun>, StateError> {
+        let new = new.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let first_seen = tx.execute(
+                "INSERT INTO schedules (tenant, sync, last_due_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant, sync) DO NOTHING",
+                params![new.tenant, new.sync, due_at, now],
+            )?;
+            let fired = if first_seen == 1 {
+                None
+            } else {
+                let advanced = tx.execute(
+                    "UPDATE schedules SET last_due_at = ?3, updated_at = ?4
+                     WHERE tenant = ?1 AND sync = ?2 AND last_due_at < ?3",
+                    params![new.tenant, new.sync, due_at, now],
+                )?;
+                if advanced == 1 {
+                    Some(create_run_in(&tx, &new)?)
+                } else {
+                    None
+                }
+            };
+            tx.commit()?;
+            Ok(fired)
+        })
+        .await
+    }
+
+    pub async fn set_paused(
+        &self,
+        tenant: &str,
+        sync: &str,
+        paused: bool,
+    ) -> Result<(), StateError> {
+        let (tenant, sync) = (tenant.to_string(), sync.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO sync_settings (tenant, sync, paused, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, sync) DO UPDATE SET paused = excluded.paused,
+                     updated_at = excluded.updated_at",
+                params![tenant, sync, paused, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn paused_syncs(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let tenant = tenant.map(str::to_string);
+        self.with(move |c| {
+            all(
+                c,
+                "SELECT tenant, sync FROM sync_settings
+                 WHERE paused = 1 AND (?1 IS NULL OR tenant = ?1)
+                 ORDER BY tenant, sync",
+                params![tenant],
+                |r: &Row<'_>| Ok((r.text(0)?, r.text(1)?)),
+            )
+        })
+        .await
+    }
+
+    // ---- metrics -------------------------------------------------------------------
+
+    pub async fn run_stats(&self) -> Result<Vec<(String, RunStatus, i64)>, StateError> {
+        self.with(|c| {
+            all(
+                c,
+                "SELECT tenant, status, COUNT(*) FROM runs
+                 GROUP BY tenant, status ORDER BY tenant, status",
+                [],
+                |r: &Row<'_>| Ok((r.text(0)?, r.text(1)?.parse()?, r.i64(2)?)),
+            )
+        })
+        .await
+    }
+
+    pub async fn dlq_depths(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+        self.with(|c| {
+            all(
+                c,
+                "SELECT tenant, sync, COUNT(*) FROM dead_letters
+                 GROUP BY tenant, sync ORDER BY tenant, sync",
+                [],
+                |r: &Row<'_>| Ok((r.text(0)?, r.text(1)?, r.i64(2)?)),
             )
         })
         .await
@@ -1111,6 +1190,43 @@ pub(crate) fn start_problem(id: RunId, current: Option<Run>) -> StateError {
             message: format!("it is {}, not queued", run.status),
         },
     }
+}
+
+/// Queues a run, or returns the sync's queued run, inside the caller's transaction.
+fn create_run_in(c: &Connection, new: &NewRun) -> SqResult<CreatedRun> {
+    let queued = one(
+        c,
+        &format!(
+            "SELECT {} FROM runs WHERE tenant = ?1 AND sync = ?2 AND status = 'queued'",
+            rows::RUN_COLS
+        ),
+        params![new.tenant, new.sync],
+        |r: &Row<'_>| rows::run(r),
+    )?;
+    if let Some(run) = queued {
+        return Ok(CreatedRun {
+            run,
+            created: false,
+        });
+    }
+    let run = one(
+        c,
+        &format!(
+            "INSERT INTO runs (tenant, sync, kind, trigger, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5) RETURNING {}",
+            rows::RUN_COLS
+        ),
+        params![
+            new.tenant,
+            new.sync,
+            new.kind.as_str(),
+            new.trigger.as_str(),
+            now_ms()
+        ],
+        |r: &Row<'_>| rows::run(r),
+    )?
+    .ok_or_else(|| StateError::Corrupt("INSERT .. RETURNING gave no row".into()))?;
+    Ok(CreatedRun { run, created: true })
 }
 
 fn get_run(c: &Connection, id: RunId) -> SqResult<Option<Run>> {

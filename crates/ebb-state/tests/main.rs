@@ -11,3 +11,4 @@ mod migrations;
 mod outbox;
 mod records;
 mod runs;
+mod schedules;

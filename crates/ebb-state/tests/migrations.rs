@@ -87,8 +87,38 @@ async fn concurrent_opens_migrate_once(f: Fixture) {
     assert_eq!(f.count("SELECT COUNT(*) FROM schema_version").await, LATEST);
 }
 
+async fn a_version_1_store_is_migrated_to_the_latest(f: Fixture) {
+    let store = f.open().await;
+    let run = store
+        .create_run(&NewRun::new("acme", "a", RunKind::Sync, Trigger::Manual))
+        .await
+        .unwrap()
+        .run;
+    drop(store);
+    // Take the store back to version 1, as an older ebb left it (with a run in it).
+    f.raw(
+        "DROP TABLE schedules; DROP TABLE sync_settings;
+         DELETE FROM schema_version WHERE version > 1;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.count("SELECT MAX(version) FROM schema_version").await, 1);
+
+    let upgraded = f.open().await;
+    assert_eq!(upgraded.schema_version().await.unwrap(), LATEST);
+    assert_eq!(f.count("SELECT COUNT(*) FROM schema_version").await, LATEST);
+    assert_eq!(upgraded.get_run(run.id).await.unwrap(), Some(run));
+    // Version 2's tables work.
+    upgraded.set_paused("acme", "a", true).await.unwrap();
+    assert_eq!(upgraded.paused_syncs(None).await.unwrap().len(), 1);
+    let new = NewRun::new("acme", "b", RunKind::Sync, Trigger::Schedule);
+    assert_eq!(upgraded.fire_schedule(&new, 1_000).await.unwrap(), None);
+    assert!(upgraded.fire_schedule(&new, 2_000).await.unwrap().is_some());
+}
+
 contract!(
     reopening_keeps_everything,
+    a_version_1_store_is_migrated_to_the_latest,
     a_newer_schema_is_refused,
     concurrent_opens_migrate_once,
 );

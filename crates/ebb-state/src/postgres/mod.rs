@@ -11,6 +11,9 @@
 //! - **Outbox order**: a transaction that writes events first takes a transaction-scoped
 //!   advisory lock on the tenant, so a tenant's event ids commit in increasing order and a
 //!   consumer replaying "after id N" can never skip an event that commits late.
+//! - **Schedules**: `fire_schedule` advances `schedules.last_due_at` with
+//!   `UPDATE .. WHERE last_due_at < $due`: of concurrent callers, the first takes the row
+//!   lock and the others, re-checking the condition on the committed row, match nothing.
 
 mod pool;
 
@@ -282,9 +285,18 @@ impl PgStore {
 
     pub async fn create_run(&self, new: &NewRun) -> Result<CreatedRun, StateError> {
         let client = self.pool.get().await?;
+        self.create_run_on(&*client, new).await
+    }
+
+    /// Queues a run, or returns the sync's queued run, on `c` (a transaction or not).
+    async fn create_run_on(
+        &self,
+        c: &impl GenericClient,
+        new: &NewRun,
+    ) -> Result<CreatedRun, StateError> {
         // A queued run can be claimed between the INSERT and the SELECT; then try again.
         for _ in 0..10 {
-            let inserted = client
+            let inserted = c
                 .query_opt(
                     &format!(
                         "INSERT INTO runs (tenant, sync, kind, trigger, status, created_at)
@@ -308,7 +320,7 @@ impl PgStore {
                     created: true,
                 });
             }
-            let queued = client
+            let queued = c
                 .query_opt(
                     &format!(
                         "SELECT {} FROM runs WHERE tenant = $1 AND sync = $2 AND status = 'queued'",
@@ -487,12 +499,13 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn finish_run(
+    pub async fn finish_run_then(
         &self,
         id: RunId,
         worker: &str,
         outcome: &RunOutcome,
-    ) -> Result<Run, StateError> {
+        then: &[NewRun],
+    ) -> Result<(Run, Vec<CreatedRun>), StateError> {
         check_final(id, outcome.status)?;
         let k = &outcome.counts;
         let mut client = self.pool.get().await?;
@@ -528,6 +541,12 @@ impl PgStore {
             return Err(lease_problem(id, worker, self.get_run_on(&tx, id).await?));
         };
         let run = rows::run(&row)?;
+        let mut queued = Vec::new();
+        if run.status == RunStatus::Succeeded {
+            for new in then {
+                queued.push(self.create_run_on(&tx, new).await?);
+            }
+        }
         self.insert_event(
             &tx,
             &run.tenant,
@@ -536,7 +555,7 @@ impl PgStore {
         )
         .await?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(run)
+        Ok((run, queued))
     }
 
     pub async fn cancel_run(&self, id: RunId, reason: Option<&str>) -> Result<Run, StateError> {
@@ -661,6 +680,109 @@ impl PgStore {
             ),
             &[&run_id],
             rows::log_entry,
+        )
+        .await
+    }
+
+    // ---- schedules and settings ------------------------------------------------------
+
+    pub async fn fire_schedule(
+        &self,
+        new: &NewRun,
+        due_at: i64,
+    ) -> Result<Option<CreatedRun>, StateError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        // A concurrent first sighting waits for the other's INSERT and then does nothing; a
+        // concurrent UPDATE waits for the row lock and then sees `last_due_at = due_at`
+        // (READ COMMITTED re-checks the WHERE on the newest row): one caller advances it.
+        let first_seen = tx
+            .execute(
+                &format!(
+                    "INSERT INTO schedules (tenant, sync, last_due_at, updated_at)
+                     VALUES ($1, $2, $3, {NOW}) ON CONFLICT (tenant, sync) DO NOTHING"
+                ),
+                &[&new.tenant, &new.sync, &due_at],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let fired = if first_seen == 1 {
+            None
+        } else {
+            let advanced = tx
+                .execute(
+                    &format!(
+                        "UPDATE schedules SET last_due_at = $3, updated_at = {NOW}
+                         WHERE tenant = $1 AND sync = $2 AND last_due_at < $3"
+                    ),
+                    &[&new.tenant, &new.sync, &due_at],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            if advanced == 1 {
+                Some(self.create_run_on(&tx, new).await?)
+            } else {
+                None
+            }
+        };
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(fired)
+    }
+
+    pub async fn set_paused(
+        &self,
+        tenant: &str,
+        sync: &str,
+        paused: bool,
+    ) -> Result<(), StateError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO sync_settings (tenant, sync, paused, updated_at)
+                     VALUES ($1, $2, $3, {NOW})
+                     ON CONFLICT (tenant, sync) DO UPDATE SET paused = excluded.paused,
+                         updated_at = excluded.updated_at"
+                ),
+                &[&tenant, &sync, &paused],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn paused_syncs(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.all(
+            "SELECT tenant, sync FROM sync_settings
+             WHERE paused AND ($1::text IS NULL OR tenant = $1::text)
+             ORDER BY tenant, sync",
+            &[&tenant],
+            |r| Ok((r.text(0)?, r.text(1)?)),
+        )
+        .await
+    }
+
+    // ---- metrics -------------------------------------------------------------------
+
+    pub async fn run_stats(&self) -> Result<Vec<(String, RunStatus, i64)>, StateError> {
+        self.all(
+            "SELECT tenant, status, COUNT(*) FROM runs
+             GROUP BY tenant, status ORDER BY tenant COLLATE \"C\", status COLLATE \"C\"",
+            &[],
+            |r| Ok((r.text(0)?, r.text(1)?.parse()?, r.i64(2)?)),
+        )
+        .await
+    }
+
+    pub async fn dlq_depths(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+        self.all(
+            "SELECT tenant, sync, COUNT(*) FROM dead_letters
+             GROUP BY tenant, sync ORDER BY tenant COLLATE \"C\", sync",
+            &[],
+            |r| Ok((r.text(0)?, r.text(1)?, r.i64(2)?)),
         )
         .await
     }
