@@ -6,6 +6,7 @@ mod check;
 mod init;
 mod models;
 mod quickstart;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

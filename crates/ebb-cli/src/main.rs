@@ -74,6 +74,10 @@ enum Command {
     Metrics(commands::metrics::Args),
     /// Identity resolution: one customer, one stable id, a golden record.
     Identity(commands::identity::Args),
+    /// The service: HTTP API under /v1, scheduler and workers sharing one state store.
+    Serve(commands::serve::ServeArgs),
+    /// API tokens for `ebb serve`: create, list, revoke.
+    Tokens(commands::serve::TokensArgs),
 }
 
 /// What a command tells the shell.
@@ -116,6 +120,8 @@ fn main() -> ExitCode {
         Command::Dlq(args) => commands::runs::dlq(args),
         Command::Metrics(args) => commands::metrics::run(args),
         Command::Identity(args) => commands::identity::run(args),
+        Command::Serve(args) => commands::serve::serve(args),
+        Command::Tokens(args) => commands::serve::tokens(args),
     };
     match result {
         Ok(outcome) => outcome.into(),

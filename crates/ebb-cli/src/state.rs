@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ebb_core::project::Project;
-use ebb_state::{
-    LogLevel, NewRun, RunCounts, RunId, RunKind, RunOutcome, RunStatus, StateStore, Trigger,
-};
+use ebb_state::{NewRun, RunId, RunKind, StateStore, Trigger};
 use ebb_sync::{SyncError, SyncOutcome, SyncRunner};
 
 /// Where refused records wait for the next run: the state store itself.
@@ -78,77 +76,7 @@ impl Store {
     /// event), with a log line and a few redacted sample payloads.
     pub async fn finish_run(&self, id: Option<RunId>, result: &Result<SyncOutcome, SyncError>) {
         let Some(id) = id else { return };
-        let outcome = match result {
-            Ok(o) => {
-                let d = &o.diff;
-                let r = o.delivery.clone().unwrap_or_default();
-                let counts = RunCounts {
-                    planned: o.planned as i64,
-                    inserted: d.inserts as i64,
-                    updated: d.updates as i64,
-                    deleted: d.deletes as i64,
-                    accepted: r.accepted as i64,
-                    rejected: r.rejected as i64,
-                    retried: r.retried as i64,
-                    skipped_bad_keys: (d.bad_keys.null_key_rows + d.bad_keys.duplicate_rows) as i64,
-                };
-                let message = format!(
-                    "read {} rows: {} inserts, {} updates, {} deletes; {} sent, {} accepted, {} rejected, {} throttled{}",
-                    d.rows_read,
-                    d.inserts,
-                    d.updates,
-                    d.deletes,
-                    r.sent,
-                    r.accepted,
-                    r.rejected,
-                    r.throttled,
-                    r.aborted
-                        .as_ref()
-                        .map(|a| format!("; stopped: {a}"))
-                        .unwrap_or_default()
-                );
-                let _ = self
-                    .store
-                    .append_log(id, LogLevel::Info, &message, None)
-                    .await;
-                if !d.bad_keys.sample_duplicates.is_empty() || d.bad_keys.null_key_rows > 0 {
-                    let sample = serde_json::json!({
-                        "null_key_rows": d.bad_keys.null_key_rows,
-                        "duplicate_keys": d.bad_keys.duplicate_keys,
-                        "sample_duplicates": d.bad_keys.sample_duplicates,
-                    });
-                    let _ = self
-                        .store
-                        .append_log(
-                            id,
-                            LogLevel::Warn,
-                            "rows left out for bad keys",
-                            Some(&sample),
-                        )
-                        .await;
-                }
-                RunOutcome {
-                    status: match o.status {
-                        ebb_sync::RunStatus::Succeeded => RunStatus::Succeeded,
-                        ebb_sync::RunStatus::Partial => RunStatus::Partial,
-                        ebb_sync::RunStatus::Failed => RunStatus::Failed,
-                    },
-                    counts,
-                    error: r.aborted.clone(),
-                }
-            }
-            Err(err) => {
-                let _ = self
-                    .store
-                    .append_log(id, LogLevel::Error, &err.to_string(), None)
-                    .await;
-                RunOutcome {
-                    status: RunStatus::Failed,
-                    counts: RunCounts::default(),
-                    error: Some(err.to_string()),
-                }
-            }
-        };
+        let outcome = ebb_server::record::log_result(&self.store, id, result).await;
         if let Err(err) = self.store.finish_run(id, &self.worker, &outcome).await {
             eprintln!("warning: the end of run {id} is not recorded in the state store: {err}");
         }

@@ -1,3 +1,5 @@
 //! Integration tests of ebb-server, one binary with modules.
 
+mod api;
+mod common;
 mod psql;

@@ -8,10 +8,11 @@ use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use ebb_core::project::{Project, ProjectSource, SourceFile, load};
 use ebb_engine::metrics::{MetricQuery, MetricsLayer};
 use ebb_engine::models::Models;
 use ebb_server::pgwire::MetricsServer;
+
+use super::common::load_project;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
@@ -33,32 +34,6 @@ fn copy_dir(src: &Path, dst: &Path) {
             std::fs::copy(&path, dst.join(&*name)).unwrap();
         }
     }
-}
-
-fn load_project(root: &Path) -> Project {
-    let mut source = ProjectSource {
-        root: root.to_path_buf(),
-        files: Vec::new(),
-    };
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            if path.is_dir() {
-                stack.push(path);
-            } else if ProjectSource::wants(&rel) {
-                source.files.push(SourceFile {
-                    text: std::fs::read_to_string(&path).unwrap(),
-                    path: rel,
-                });
-            }
-        }
-    }
-    let env = |_: &str| None;
-    let loaded = load(&source, &env);
-    assert_eq!(loaded.errors(), 0, "{:#?}", loaded.diagnostics);
-    loaded.project
 }
 
 fn psql() -> PathBuf {

@@ -238,7 +238,7 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
         &self,
         sync: &str,
         model: &str,
-        progress: &dyn Fn(Progress),
+        progress: &(dyn Fn(Progress) + std::marker::Sync),
     ) -> Result<(), SyncError> {
         let wanted = self
             .models
@@ -271,7 +271,7 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
         &self,
         name: &str,
         options: &RunOptions,
-        progress: &dyn Fn(Progress),
+        progress: &(dyn Fn(Progress) + std::marker::Sync),
     ) -> Result<SyncOutcome, SyncError> {
         let started = Instant::now();
         let sync = self

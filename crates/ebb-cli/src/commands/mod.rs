@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod models;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod sync;

@@ -259,6 +259,19 @@ pub enum SyncMode {
     Archive,
 }
 
+impl SyncMode {
+    /// The name `mode:` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::Update => "update",
+            SyncMode::Insert => "insert",
+            SyncMode::Mirror => "mirror",
+            SyncMode::Archive => "archive",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {

@@ -106,9 +106,9 @@ impl Schedule {
             problems.push((Some(cron.pos), msg));
         }
         if let Some(every) = &self.every
-            && every.0 < std::time::Duration::from_secs(60)
+            && every.0 < std::time::Duration::from_secs(1)
         {
-            problems.push((None, "`every` must be at least 1m".to_string()));
+            problems.push((None, "`every` must be at least 1s".to_string()));
         }
         problems
     }
