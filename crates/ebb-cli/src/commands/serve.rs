@@ -33,7 +33,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 pub struct StoreArg {
     /// A Postgres URL (`postgres://...`) or a SQLite file; default: `state:` in ebb.yml.
-    #[arg(long = "state-url", env = "EBB_STATE_URL")]
+    #[arg(long = "state-url", env = "EBB_STATE_URL", global = true)]
     state_url: Option<String>,
 }
 
