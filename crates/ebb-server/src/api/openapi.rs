@@ -83,9 +83,15 @@ fn idempotency_key() -> Value {
     })
 }
 
-fn paging() -> Vec<Value> {
+/// `cursor` and `limit`; `numeric`: the cursor is an id (runs, events, audit entries).
+fn paging(numeric: bool) -> Vec<Value> {
+    let cursor = if numeric {
+        json!({"type": "string", "pattern": "^-?[0-9]{1,18}$"})
+    } else {
+        json!({"type": "string"})
+    };
     vec![
-        json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "`next_cursor` of the previous page."}),
+        json!({"name": "cursor", "in": "query", "required": false, "schema": cursor, "description": "`next_cursor` of the previous page."}),
         json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}),
     ]
 }
@@ -105,12 +111,12 @@ pub fn document() -> Value {
         "409",
         "A request with this Idempotency-Key is in flight, or the resource is in a state that forbids it.",
     );
-    let mut runs_params = paging();
+    let mut runs_params = paging(true);
     runs_params.push(
         json!({"name": "sync", "in": "query", "required": false, "schema": {"type": "string"}}),
     );
     runs_params.push(json!({"name": "status", "in": "query", "required": false, "schema": {"type": "string", "enum": ["queued", "running", "succeeded", "partial", "failed", "cancelled"]}}));
-    let mut dlq_params = paging();
+    let mut dlq_params = paging(false);
     dlq_params.push(
         json!({"name": "sync", "in": "query", "required": false, "schema": {"type": "string"}}),
     );
@@ -318,7 +324,7 @@ pub fn document() -> Value {
                 json!({"202": ok("The queued run.", reference("QueuedRun"))}), &[not_found, in_flight, unprocessable])},
             "/v1/syncs/{name}/dry-run": {"post": op("Diff the sync's model now and show what a run would send; nothing is written.", "syncs:write",
                 json!([path_name("The sync's name.")]),
-                Some(json!({"type": "object", "additionalProperties": false, "properties": {"samples": {"type": "integer", "minimum": 0, "maximum": 100}}})),
+                Some(json!({"type": "object", "additionalProperties": false, "properties": {"samples": {"type": ["integer", "null"], "minimum": 0, "maximum": 100}}})),
                 json!({"200": ok("Counts and sample payloads.", reference("DryRun"))}), &[not_found, unprocessable])},
             "/v1/syncs/{name}/pause": {"post": op("Stop the sync's schedule from firing (audited).", "syncs:write",
                 json!([path_name("The sync's name.")]), None,
@@ -338,7 +344,7 @@ pub fn document() -> Value {
             "/v1/dlq/{name}/retry": {"post": op("Queue a run of the sync that retries its dead letters first (audited).", "dlq:write",
                 json!([path_name("The sync's name."), idempotency_key()]), Some(empty_body()),
                 json!({"202": ok("The queued run.", reference("QueuedRun"))}), &[not_found, in_flight, unprocessable])},
-            "/v1/events": {"get": op("Replay the tenant's events (run results, ...) after a cursor, oldest first.", "events:read", Value::Array(paging()), None,
+            "/v1/events": {"get": op("Replay the tenant's events (run results, ...) after a cursor, oldest first.", "events:read", Value::Array(paging(true)), None,
                 json!({"200": ok("Events; poll again with next_cursor.", page_of("Event"))}), &[])},
             "/v1/metrics/query": {"post": op("Query semantic metrics: the numbers `ebb metrics query` gives.", "metrics:read",
                 json!([]), Some(reference("MetricsQuery")),
@@ -353,7 +359,7 @@ pub fn document() -> Value {
             },
             "/v1/tokens/{id}": {"delete": op("Revoke a token (audited).", "admin", json!([path_id("The token's id.")]), None,
                 json!({"204": {"description": "Revoked."}}), &[not_found])},
-            "/v1/audit": {"get": op("The tenant's audit log, newest first.", "admin", Value::Array(paging()), None,
+            "/v1/audit": {"get": op("The tenant's audit log, newest first.", "admin", Value::Array(paging(true)), None,
                 json!({"200": ok("A page of audit entries.", page_of("AuditEntry"))}), &[])}
         }
     })
