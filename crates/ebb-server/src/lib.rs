@@ -2,7 +2,7 @@
 //!
 //! - [`serve`]: `ebb serve`, an HTTP API under `/v1` ([`api`]), a scheduler ([`schedule`])
 //!   and workers ([`worker`]) that share runs with any number of other `ebb serve`
-//!   processes through one state store.
+//!   processes through one state store, and relay the outbox's events ([`relay`]).
 //! - [`pgwire`]: the metrics SQL endpoint on the PostgreSQL wire protocol
 //!   (`ebb metrics serve`).
 //!
@@ -12,6 +12,7 @@ pub mod api;
 pub mod json;
 pub mod pgwire;
 pub mod record;
+pub mod relay;
 pub mod schedule;
 pub mod serve;
 pub mod worker;

@@ -135,6 +135,7 @@ impl Server {
             tasks.spawn(crate::schedule::run(state.clone(), shutdown.clone()));
         }
         tasks.spawn(measure_slot_lag(state.clone(), shutdown.clone()));
+        tasks.spawn(crate::relay::run(state.clone(), shutdown.clone()));
 
         let router = api::router(state.clone());
         let signal_state = state.clone();

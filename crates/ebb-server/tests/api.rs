@@ -23,7 +23,7 @@ const SECRET: &str = "whsec_L0eGefLzfEu8fI7tbSD7Sw7HVMUV5lTG";
 
 /// A project with 40 people, synced by tenant `acme` (twice: `acme_people`, then
 /// `acme_followup` after it) and by tenant `globex`.
-fn write_project(root: &Path, hook_url: &str, extra_sync: &str) {
+fn write_project(root: &Path, hook_url: &str, extra_sync: &str, events_url: Option<&str>) {
     let w = |rel: &str, text: &str| {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -34,14 +34,21 @@ fn write_project(root: &Path, hook_url: &str, extra_sync: &str) {
         csv.push_str(&format!("{i},Person {i},p{i}@example.com\n"));
     }
     w("data/people.csv", &csv);
+    let events = match events_url {
+        Some(_) => "events:\n  destination: events_hook\n  topics: [run.finished]\n",
+        None => "",
+    };
+    let events_destination = events_url.map_or(String::new(), |url| {
+        format!("  events_hook:\n    type: webhook\n    url: {url}\n    secret: {SECRET}\n")
+    });
     w(
         "ebb.yml",
         &format!(
             "name: serve_test\nwarehouses:\n  lake:\n    type: lake\n    path: data\n\
              sources:\n  app:\n    warehouse: lake\n    tables:\n      people:\n        path: people.csv\n        format: csv\n\
-             destinations:\n  hooks:\n    type: webhook\n    url: {hook_url}\n    secret: {SECRET}\n    batch_size: 10\n    timeout: 10s\n\
+             destinations:\n  hooks:\n    type: webhook\n    url: {hook_url}\n    secret: {SECRET}\n    batch_size: 10\n    timeout: 10s\n{events_destination}\
              state:\n  type: sqlite\n  path: .ebb/state.db\n\
-             tenants:\n  acme: {{}}\n  globex: {{}}\n"
+             tenants:\n  acme: {{}}\n  globex: {{}}\n{events}"
         ),
     );
     w(
@@ -74,6 +81,10 @@ struct Running {
 
 impl Running {
     async fn start(extra_sync: &str) -> Running {
+        Running::start_with(extra_sync, None).await
+    }
+
+    async fn start_with(extra_sync: &str, events_url: Option<&str>) -> Running {
         let receiver = WebhookReceiver::start_with(WebhookOptions {
             secret: Some(SECRET.into()),
             ..WebhookOptions::default()
@@ -81,7 +92,7 @@ impl Running {
         .await
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        write_project(dir.path(), &receiver.url(), extra_sync);
+        write_project(dir.path(), &receiver.url(), extra_sync, events_url);
         let project = load_project(dir.path());
         let store = StateStore::open_sqlite(dir.path().join(".ebb/state.db"))
             .await
@@ -690,6 +701,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
     let s = Running::start("").await;
     let admin = s.token("acme", &["admin"]).await;
     let url = format!("{}/v1/openapi.json", s.base);
+    // schemathesis keeps a cache folder where it runs: not in the checkout.
+    let scratch = tempfile::tempdir().unwrap();
     // Revoking tokens goes last, on its own: fuzzed ids would soon revoke the fuzzer's own
     // token and leave every later request a 401.
     for operation in [
@@ -697,6 +710,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
         ["--include-path", "/v1/tokens/{id}"],
     ] {
         let out = tokio::process::Command::new("schemathesis")
+            .current_dir(scratch.path())
             .args(["run", &url, "--no-color", "--generation-database", "none"])
             .args([
                 "--checks",
@@ -723,5 +737,116 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() {
             );
         }
     }
+    s.stop().await;
+}
+
+/// A receiver of event messages: checks each signature, answers 503 to the first
+/// `fail_first` requests, and keeps the `webhook-id`s and bodies it accepted.
+async fn event_receiver(
+    fail_first: usize,
+) -> (String, Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    use axum::http::HeaderMap;
+    let got: Arc<std::sync::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let key = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(SECRET.trim_start_matches("whsec_"))
+            .unwrap()
+    };
+    let state = (got.clone(), seen, key);
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (got, seen, key) = state.clone();
+            async move {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_string();
+                let (id, ts) = (h("webhook-id"), h("webhook-timestamp"));
+                let want = ebb_destinations::destinations::webhook::signature(
+                    &[key],
+                    &id,
+                    ts.parse().unwrap(),
+                    &body,
+                );
+                if h("webhook-signature") != want {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                got.lock()
+                    .unwrap()
+                    .push((id, serde_json::from_slice(&body).unwrap()));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_results_are_relayed_to_the_events_webhook_with_retries_in_order() {
+    let (url, got) = event_receiver(3).await;
+    let s = Running::start_with("", Some(&url)).await;
+    let admin = s.token("acme", &["admin"]).await;
+    let b = &s.base;
+    let mut ids = Vec::new();
+    for sync in ["acme_people", "acme_people"] {
+        let (_, _, queued) = call(
+            "POST",
+            &format!("{b}/v1/syncs/{sync}/trigger"),
+            Some(&admin),
+            None,
+            None,
+        )
+        .await;
+        let id = queued["run"]["id"].as_i64().unwrap();
+        wait_for_run(&s.store, id).await;
+        ids.push(id);
+    }
+    // acme_followup runs after each acme_people run: 4 run.finished events in all.
+    let mut received = Vec::new();
+    for _ in 0..300 {
+        received = got.lock().unwrap().clone();
+        if received.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(received.len(), 4, "{received:?}");
+    // Each event once (the 503s were retried with the same id), signed, in id order.
+    let event_ids: Vec<i64> = received
+        .iter()
+        .map(|(_, v)| v["data"]["id"].as_i64().unwrap())
+        .collect();
+    let mut sorted = event_ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(event_ids, sorted, "in order, no repeats");
+    for (webhook_id, body) in &received {
+        assert_eq!(*webhook_id, format!("evt_{}", body["data"]["id"]));
+        assert_eq!(body["type"], "run.finished");
+        assert_eq!(body["data"]["tenant"], "acme");
+    }
+    let finished: Vec<i64> = received
+        .iter()
+        .filter_map(|(_, v)| {
+            v["data"]["payload"]["id"]
+                .as_i64()
+                .or(v["data"]["payload"]["run_id"].as_i64())
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|id| finished.contains(id)),
+        "{finished:?} lacks {ids:?}"
+    );
+    let (_, _, metrics) = call("GET", &format!("{b}/metrics"), None, None, None).await;
+    let text = metrics.as_str().unwrap();
+    assert!(text.contains("ebb_events_relayed_total 4"), "{text}");
+    assert!(text.contains("ebb_event_relay_failures_total 3"), "{text}");
+    assert!(s.store.unrelayed(10).await.unwrap().is_empty());
     s.stop().await;
 }

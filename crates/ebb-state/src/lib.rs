@@ -367,6 +367,19 @@ impl StateStore {
         dispatch!(self.unrelayed(limit))
     }
 
+    /// Claims up to `limit` unrelayed events, oldest first, for `worker` to relay within
+    /// `lease`; then [`mark_relayed`](Self::mark_relayed) what was delivered. While one
+    /// worker's claim is live, others get nothing (events leave in id order, from one
+    /// relayer at a time); a claim that expires (its worker died) is taken by the next.
+    pub async fn claim_events(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Event>, StateError> {
+        dispatch!(self.claim_events(worker, limit, lease))
+    }
+
     /// Marks events relayed; they stay for replay.
     pub async fn mark_relayed(&self, ids: &[i64]) -> Result<(), StateError> {
         dispatch!(self.mark_relayed(ids))

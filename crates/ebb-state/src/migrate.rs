@@ -28,6 +28,11 @@ pub const SQLITE: &[Migration] = &[
         name: "schedules",
         sql: include_str!("../../../sql/state/sqlite/0002_schedules.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox_relay",
+        sql: include_str!("../../../sql/state/sqlite/0003_outbox_relay.sql"),
+    },
 ];
 
 pub const POSTGRES: &[Migration] = &[
@@ -41,10 +46,15 @@ pub const POSTGRES: &[Migration] = &[
         name: "schedules",
         sql: include_str!("../../../sql/state/postgres/0002_schedules.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox_relay",
+        sql: include_str!("../../../sql/state/postgres/0003_outbox_relay.sql"),
+    },
 ];
 
 /// The newest schema this build knows.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 /// The table both backends keep their version in.
 pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (

@@ -849,6 +849,50 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn claim_events(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Event>, StateError> {
+        let worker = worker.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let lease = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_ms();
+            let other: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE relayed_at IS NULL
+                     AND relay_until > ?1 AND relay_worker <> ?2)",
+                params![now, worker],
+                |r| r.get(0),
+            )?;
+            if other {
+                return Ok(Vec::new());
+            }
+            let events = all(
+                &tx,
+                &format!(
+                    "SELECT {} FROM outbox WHERE relayed_at IS NULL ORDER BY id LIMIT ?1",
+                    sel(rows::EVENT_COLS)
+                ),
+                params![limit],
+                |r: &Row<'_>| rows::event(r),
+            )?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE outbox SET relay_worker = ?2, relay_until = ?3 WHERE id = ?1",
+                )?;
+                for e in &events {
+                    stmt.execute(params![e.id, worker, now.saturating_add(lease)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(events)
+        })
+        .await
+    }
+
     pub async fn mark_relayed(&self, ids: &[i64]) -> Result<(), StateError> {
         let ids = ids.to_vec();
         self.with(move |c| {

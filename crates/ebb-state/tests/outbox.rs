@@ -208,6 +208,40 @@ async fn the_relay_sees_each_event_until_marked(f: Fixture) {
     assert_eq!(store.unrelayed(100).await.unwrap(), vec![]);
 }
 
+/// One relayer at a time holds a claim; what it does not mark relayed comes back to the
+/// next claim after the lease expires, to whichever worker asks.
+async fn one_relayer_claims_at_a_time_and_a_dead_ones_claim_expires(f: Fixture) {
+    let store = f.open().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            store
+                .append_event("acme", "t", &json!({"i": i}))
+                .await
+                .unwrap(),
+        );
+    }
+    let lease = Duration::from_millis(300);
+    let a = store.claim_events("a", 3, lease).await.unwrap();
+    assert_eq!(a.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..3]);
+    // While a's claim is live, b gets nothing, and a may claim again (its own retries).
+    assert!(store.claim_events("b", 10, lease).await.unwrap().is_empty());
+    assert_eq!(store.claim_events("a", 10, lease).await.unwrap().len(), 5);
+    store.mark_relayed(&ids[..2]).await.unwrap();
+    // a dies; after the lease b claims what is left, in id order.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let b = store.claim_events("b", 10, lease).await.unwrap();
+    assert_eq!(b.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+    store.mark_relayed(&ids[2..]).await.unwrap();
+    // Nothing left, and a finished claim blocks nobody.
+    assert!(store.claim_events("c", 10, lease).await.unwrap().is_empty());
+    store
+        .append_event("acme", "t", &json!({"i": 5}))
+        .await
+        .unwrap();
+    assert_eq!(store.claim_events("c", 10, lease).await.unwrap().len(), 1);
+}
+
 /// Writers commit concurrently while a consumer follows with a cursor: the consumer must
 /// see every event exactly once (ids commit in order per tenant).
 async fn a_following_consumer_misses_no_concurrent_event(f: Fixture) {
@@ -262,5 +296,6 @@ contract!(
     the_event_exists_iff_the_state_change_committed,
     replay_from_a_cursor_per_tenant,
     the_relay_sees_each_event_until_marked,
+    one_relayer_claims_at_a_time_and_a_dead_ones_claim_expires,
     a_following_consumer_misses_no_concurrent_event,
 );

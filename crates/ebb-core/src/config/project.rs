@@ -33,6 +33,20 @@ pub struct ProjectConfig {
     /// CDC pipelines declared here rather than in `pipelines/NAME.yml` (same fields).
     #[serde(default)]
     pub pipelines: NamedMap<crate::config::pipeline::PipelineConfig>,
+    /// Where `ebb serve` relays the outbox's events (run results, ...).
+    #[serde(default)]
+    pub events: Option<Spanned<EventsConfig>>,
+}
+
+/// `events:` in ebb.yml: the outbox relay of `ebb serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A webhook destination; each event is one signed message to it.
+    pub destination: Spanned<String>,
+    /// Only these topics (e.g. `run.finished`); default: every topic.
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 fn version_one() -> Spanned<u32> {

@@ -280,6 +280,35 @@ impl Checker<'_> {
         for (name, dest) in config.destinations.iter() {
             self.destination(&file, name.value.as_str(), dest.pos, &dest.value);
         }
+        if let Some(events) = &config.events {
+            let name = &events.value.destination;
+            match config.destinations.get(&name.value) {
+                None => self.error(
+                    &file,
+                    Some(name.pos),
+                    "events.destination",
+                    format!("no destination named \"{}\" in ebb.yml", name.value),
+                    Some(unknown_help(
+                        &name.value,
+                        config.destinations.names(),
+                        "destination",
+                    )),
+                ),
+                Some(dest) if !matches!(dest.value, DestinationConfig::Webhook { .. }) => self
+                    .error(
+                        &file,
+                        Some(name.pos),
+                        "events.destination",
+                        format!(
+                            "events are relayed to a webhook; \"{}\" is a {} destination",
+                            name.value,
+                            dest.value.kind()
+                        ),
+                        Some("name a destination of `type: webhook`".into()),
+                    ),
+                Some(_) => {}
+            }
+        }
         for (name, _) in config.tenants.iter() {
             if !valid_name(&name.value) {
                 self.error(

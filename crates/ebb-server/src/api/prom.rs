@@ -33,6 +33,8 @@ pub struct Prom {
     throttled: AtomicU64,
     runs_finished: Mutex<BTreeMap<String, u64>>,
     in_flight: AtomicI64,
+    events_relayed: AtomicU64,
+    event_relay_failures: AtomicU64,
     slot_lag: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -94,6 +96,14 @@ impl Prom {
 
     pub fn run_ended(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn event_relayed(&self) {
+        self.events_relayed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn event_relay_failed(&self) {
+        self.event_relay_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_slot_lag(&self, pipeline: &str, bytes: Option<u64>) {
@@ -204,6 +214,28 @@ impl Prom {
             self.in_flight.load(Ordering::Relaxed)
         );
 
+        head(
+            &mut out,
+            "ebb_events_relayed_total",
+            "counter",
+            "Outbox events this process delivered to the events webhook.",
+        );
+        let _ = writeln!(
+            out,
+            "ebb_events_relayed_total {}",
+            self.events_relayed.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "ebb_event_relay_failures_total",
+            "counter",
+            "Attempts to deliver an outbox event that failed (they are retried).",
+        );
+        let _ = writeln!(
+            out,
+            "ebb_event_relay_failures_total {}",
+            self.event_relay_failures.load(Ordering::Relaxed)
+        );
         head(
             &mut out,
             "ebb_runs",

@@ -988,6 +988,59 @@ impl PgStore {
         .await
     }
 
+    pub async fn claim_events(
+        &self,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Event>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await.map_err(|e| self.err(e))?;
+        // Claims take turns, so two relayers never both see the other's claim as absent.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.outbox_relay'))",
+            &[],
+        )
+        .await
+        .map_err(|e| self.err(e))?;
+        let other: bool = tx
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE relayed_at IS NULL
+                         AND relay_until > {NOW} AND relay_worker <> $1)"
+                ),
+                &[&worker],
+            )
+            .await
+            .map_err(|e| self.err(e))?
+            .get(0);
+        if other {
+            tx.commit().await.map_err(|e| self.err(e))?;
+            return Ok(Vec::new());
+        }
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE outbox SET relay_worker = $1, relay_until = {NOW} + $3
+                     WHERE id IN (SELECT id FROM outbox WHERE relayed_at IS NULL
+                                  ORDER BY id LIMIT $2)
+                     RETURNING {}",
+                    sel(rows::EVENT_COLS)
+                ),
+                &[&worker, &limit, &ms(lease)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let mut events = rows
+            .iter()
+            .map(rows::event)
+            .collect::<Result<Vec<_>, _>>()?;
+        events.sort_by_key(|e| e.id);
+        Ok(events)
+    }
+
     pub async fn mark_relayed(&self, ids: &[i64]) -> Result<(), StateError> {
         let client = self.pool.get().await?;
         client

@@ -108,6 +108,28 @@ impl Destination for WebhookDestination {
         let batched = self.config.batch_size > 1;
         let body = request::body(records, batched);
         let id = request::message_id(records);
+        self.send(&id, body, records.len()).await
+    }
+}
+
+impl WebhookDestination {
+    /// Sends one message that is not a change (an outbox event, say), signed like the
+    /// changes. `id` is its `webhook-id`: keep it the same on every retry of the message.
+    pub async fn post_message(&self, id: &str, body: Vec<u8>) -> Result<(), DestinationError> {
+        if self.is_disabled() {
+            return Err(DestinationError::Fatal {
+                reason: "the webhook endpoint answered 410 Gone earlier and is disabled".into(),
+            });
+        }
+        self.send(id, body, 1).await.map(|_| ())
+    }
+
+    async fn send(
+        &self,
+        id: &str,
+        body: Vec<u8>,
+        records: usize,
+    ) -> Result<WriteOutcome, DestinationError> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -115,19 +137,19 @@ impl Destination for WebhookDestination {
             .client
             .post(self.config.url.clone())
             .header("content-type", "application/json")
-            .header("webhook-id", &id)
+            .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
         if !self.keys.is_empty() {
             req = req.header(
                 "webhook-signature",
-                request::signature(&self.keys, &id, timestamp, &body),
+                request::signature(&self.keys, id, timestamp, &body),
             );
         }
         let resp = req.body(body).send().await.map_err(transport_error)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.map_err(transport_error)?;
-        let outcome = response::outcome(status, &headers, &text, records.len());
+        let outcome = response::outcome(status, &headers, &text, records);
         if status == reqwest::StatusCode::GONE {
             self.disabled.store(true, Ordering::Relaxed);
         }
