@@ -4,7 +4,10 @@
 //! 1. **Build** the sync's model and everything it is built on (views are defined, tables
 //!    and Parquet models written), once per [`SyncRunner`].
 //! 2. **Read** only the columns the sync needs (key, mapped, match) from the model's
-//!    relation on its warehouse.
+//!    relation on its warehouse. A sync with `metric: { name, entity }` reads the metric's
+//!    query instead (`ebb-engine`'s metrics layer, compiled for the warehouse its models
+//!    live in): one row per entity key, with the columns `<entity>` (the key) and `<metric>`
+//!    (the value). From here on it is a model's rows like any other.
 //! 3. **Diff** them against the sync's last committed snapshot (`ebb-engine`'s diff):
 //!    inserts, updates with the columns that changed, deletes; bad keys left out.
 //! 4. **Deliver** the changes in chunks (`ebb-delivery`): the sync's mode decides what each
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use ebb_core::change::ChangeBatch;
 use ebb_core::config::project::SyncMode;
+use ebb_core::config::sync::{MetricSource, SyncConfig};
 use ebb_core::project::{Project, Sync};
 use ebb_delivery::{
     DeadLetters, DeliveryError, DeliveryOptions, DeliveryReport, Priority, Quotas, SyncPlan,
@@ -35,8 +39,9 @@ use ebb_delivery::{
 use ebb_destinations::Record;
 use ebb_engine::EngineError;
 use ebb_engine::diff::{self, DiffOptions, DiffReport, DiffSpec, SnapshotStore};
+use ebb_engine::metrics::{MetricsLayer, per_entity_query};
 use ebb_engine::models::Models;
-use ebb_warehouse::quote_ident;
+use ebb_warehouse::{AnyWarehouse, quote_ident};
 
 pub use destination::open_destination;
 
@@ -51,10 +56,9 @@ const CHUNK_ROWS: usize = 10_000;
 pub enum SyncError {
     #[error("no sync named \"{name}\"{}", if known.is_empty() { "; the project has no syncs (add one under syncs/)".to_string() } else { format!("; the project's syncs: {}", known.join(", ")) })]
     UnknownSync { name: String, known: Vec<String> },
-    #[error(
-        "sync \"{0}\" reads a metric; metric syncs need the metrics layer, which this build does not have yet"
-    )]
-    MetricSource(String),
+    /// A metric sync names a column its rows do not have.
+    #[error(transparent)]
+    MetricColumn(Box<MetricColumnError>),
     #[error("sync \"{0}\" names no model; set `model:` in syncs/{0}.yml")]
     NoModel(String),
     #[error("sync \"{0}\" has no primary key: set `primary_key` on the sync or on its model's yml")]
@@ -77,6 +81,24 @@ pub enum SyncError {
         #[source]
         source: Box<DeliveryError>,
     },
+}
+
+/// A metric sync's key, mapping or match names a column other than the entity's key and the
+/// metric's value.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sync \"{sync}\" reads metric \"{metric}\" per {entity}: its rows have the columns {available}; \
+     `{field}` names \"{column}\", which is not one of them"
+)]
+pub struct MetricColumnError {
+    pub sync: String,
+    pub metric: String,
+    pub entity: String,
+    /// `mapping.from`, `match.source` or `primary_key`.
+    pub field: String,
+    pub column: String,
+    /// The columns it has, quoted, for the message.
+    pub available: String,
 }
 
 impl SyncError {
@@ -179,6 +201,51 @@ impl<L> std::fmt::Debug for SyncRunner<'_, L> {
     }
 }
 
+/// Where one sync's rows come from.
+struct Source<'w> {
+    /// A relation or a parenthesized query whose result holds the sync's columns.
+    relation: String,
+    warehouse: &'w AnyWarehouse,
+    key_columns: Vec<String>,
+    /// Models to build (with what they are built on) before reading.
+    build: Vec<String>,
+    /// For a metric sync: the only columns its rows have.
+    metric: Option<MetricColumns>,
+}
+
+/// The columns of a metric sync's rows: the entity's key and the metric's value.
+struct MetricColumns {
+    metric: String,
+    entity: String,
+    available: Vec<String>,
+}
+
+impl MetricColumns {
+    fn check(&self, sync: &str, field: &str, column: &str) -> Result<(), SyncError> {
+        if self.available.iter().any(|c| c == column) {
+            Ok(())
+        } else {
+            Err(self.error(sync, field, column))
+        }
+    }
+
+    fn error(&self, sync: &str, field: &str, column: &str) -> SyncError {
+        SyncError::MetricColumn(Box::new(MetricColumnError {
+            sync: sync.to_string(),
+            metric: self.metric.clone(),
+            entity: self.entity.clone(),
+            field: field.to_string(),
+            column: column.to_string(),
+            available: self
+                .available
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        }))
+    }
+}
+
 /// Where a project keeps what ebb writes for itself.
 pub fn state_dir(project: &Project) -> PathBuf {
     project.root.join(".ebb")
@@ -266,24 +333,10 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
         Ok(())
     }
 
-    /// Runs one sync: build, read, diff, deliver, commit (see the crate docs).
-    pub async fn run(
-        &self,
-        name: &str,
-        options: &RunOptions,
-        progress: &(dyn Fn(Progress) + std::marker::Sync),
-    ) -> Result<SyncOutcome, SyncError> {
-        let started = Instant::now();
-        let sync = self
-            .project
-            .sync(name)
-            .ok_or_else(|| SyncError::UnknownSync {
-                name: name.to_string(),
-                known: self.project.syncs.iter().map(|s| s.name.clone()).collect(),
-            })?;
-        let config = &sync.config;
-        if config.metric.is_some() {
-            return Err(SyncError::MetricSource(name.to_string()));
+    /// Where a sync's rows come from: its model's relation, or its metric per entity.
+    fn source(&self, name: &str, config: &SyncConfig) -> Result<Source<'_>, SyncError> {
+        if let Some(metric) = &config.metric {
+            return self.metric_source(name, metric, config);
         }
         let model_name = config
             .model
@@ -300,6 +353,72 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
             .or_else(|| model.config.primary_key.as_ref().map(|k| k.value.0.clone()))
             .filter(|k| !k.is_empty())
             .ok_or_else(|| SyncError::NoKey(name.to_string()))?;
+        let relation = self
+            .models
+            .relation_or_subquery(&model_name)
+            .map_err(SyncError::engine(name))?;
+        let warehouse = self
+            .models
+            .warehouse(model)
+            .map_err(SyncError::engine(name))?;
+        Ok(Source {
+            relation,
+            warehouse,
+            key_columns,
+            build: vec![model_name],
+            metric: None,
+        })
+    }
+
+    /// A metric per entity, compiled by the metrics layer in its warehouse's dialect: one row
+    /// per entity key, keyed by the entity's column.
+    fn metric_source(
+        &self,
+        name: &str,
+        metric: &MetricSource,
+        config: &SyncConfig,
+    ) -> Result<Source<'_>, SyncError> {
+        let layer = MetricsLayer::new(&self.models);
+        let query = per_entity_query(&metric.name.value, &metric.entity.value);
+        let (compiled, warehouse) = layer.compile(&query).map_err(SyncError::engine(name))?;
+        let columns = MetricColumns {
+            metric: metric.name.value.clone(),
+            entity: metric.entity.value.clone(),
+            available: compiled.columns.iter().map(|c| c.name.clone()).collect(),
+        };
+        let key_columns = vec![metric.entity.value.clone()];
+        if let Some(pk) = &config.primary_key
+            && pk.value.0 != key_columns
+        {
+            return Err(columns.error(name, "primary_key", &pk.value.0.join(", ")));
+        }
+        Ok(Source {
+            relation: format!("(\n{}\n)", compiled.sql),
+            warehouse,
+            key_columns,
+            // The metric inlines its models' SQL; what they read must exist.
+            build: compiled.models,
+            metric: Some(columns),
+        })
+    }
+
+    /// Runs one sync: build, read, diff, deliver, commit (see the crate docs).
+    pub async fn run(
+        &self,
+        name: &str,
+        options: &RunOptions,
+        progress: &(dyn Fn(Progress) + std::marker::Sync),
+    ) -> Result<SyncOutcome, SyncError> {
+        let started = Instant::now();
+        let sync = self
+            .project
+            .sync(name)
+            .ok_or_else(|| SyncError::UnknownSync {
+                name: name.to_string(),
+                known: self.project.syncs.iter().map(|s| s.name.clone()).collect(),
+            })?;
+        let config = &sync.config;
+        let source = self.source(name, config)?;
         let project_config = self.project.config.as_ref();
         let default_mode = project_config
             .map(|c| c.defaults.sync_mode)
@@ -319,7 +438,9 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
             });
         }
 
-        self.build(name, &model_name, progress).await?;
+        for model in &source.build {
+            self.build(name, model, progress).await?;
+        }
 
         // Only the columns the sync needs leave the warehouse.
         let mut columns: Vec<String> = plan.mapping.iter().map(|(from, _)| from.clone()).collect();
@@ -333,13 +454,22 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
                 reason: "the sync maps no fields; add `mapping:` entries".into(),
             });
         }
+        if let Some(metric) = &source.metric {
+            let froms = plan.mapping.iter().map(|(from, _)| ("mapping.from", from));
+            let matched = plan.match_column.iter().map(|m| ("match.source", m));
+            for (field, column) in froms.chain(matched) {
+                metric.check(name, field, column)?;
+            }
+        }
+        let Source {
+            relation,
+            warehouse,
+            key_columns,
+            ..
+        } = source;
         let mut read: Vec<&String> = key_columns.iter().chain(columns.iter()).collect();
         let mut seen = HashSet::new();
         read.retain(|c| seen.insert(c.as_str()));
-        let relation = self
-            .models
-            .relation_or_subquery(&model_name)
-            .map_err(SyncError::engine(name))?;
         let sql = format!(
             "select {} from {relation} as __ebb_sync",
             read.iter()
@@ -347,10 +477,6 @@ impl<'p, L: DeadLetters> SyncRunner<'p, L> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let warehouse = self
-            .models
-            .warehouse(model)
-            .map_err(SyncError::engine(name))?;
         let spec = DiffSpec {
             sync: name.to_string(),
             key_columns,

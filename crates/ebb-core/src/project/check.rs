@@ -9,6 +9,7 @@ use crate::config::identity::{FellegiSunter, FuzzyMethod, IdentityConfig, Surviv
 use crate::config::metrics::{Agg, DimensionType, EntityType, MetricType};
 use crate::config::model::{ColumnTest, ModelConfig, ref_target};
 use crate::config::project::{DestinationConfig, Materialized, ProjectConfig, WarehouseConfig};
+use crate::config::sync::{MetricSource, SyncConfig};
 use crate::diagnostic::{Diagnostic, closest};
 use crate::yaml::Pos;
 
@@ -586,6 +587,64 @@ impl Checker<'_> {
         }
     }
 
+    /// A metric sync's rows have two columns, the entity's key and the metric's value: its
+    /// key, mapping and match name those.
+    fn metric_sync_columns(&mut self, file: &Path, c: &SyncConfig, metric: &MetricSource) {
+        let (name, entity) = (&metric.name.value, &metric.entity.value);
+        if name == entity {
+            self.error(
+                file,
+                Some(metric.name.pos),
+                "metric.name",
+                format!("metric \"{name}\" has the name of the entity it is grouped by, so the key and the value would be one column"),
+                Some("group it by another entity, or sync a model that renames the columns".into()),
+            );
+            return;
+        }
+        let columns = [entity.as_str(), name.as_str()];
+        let help = format!(
+            "a sync with `metric: {{ name: {name}, entity: {entity} }}` reads one row per {entity} with the columns \"{entity}\" (the key) and \"{name}\" (the value)"
+        );
+        if let Some(pk) = &c.primary_key
+            && pk.value.0 != [entity.clone()]
+        {
+            let key = pk.value.0.join(", ");
+            self.error(
+                file,
+                Some(pk.pos),
+                "primary_key",
+                format!("a metric sync is keyed by its entity \"{entity}\", not \"{key}\""),
+                Some(format!("remove `primary_key` (or set it to {entity})")),
+            );
+        }
+        let mut check = |field: &str, pos: Pos, column: &str| {
+            if !columns.contains(&column) {
+                let suggestion = closest(column, columns.iter().copied())
+                    .map(|c| format!("did you mean \"{c}\"? "))
+                    .unwrap_or_default();
+                self.error(
+                    file,
+                    Some(pos),
+                    field,
+                    format!(
+                        "the rows of metric \"{name}\" per {entity} have no column \"{column}\""
+                    ),
+                    Some(format!("{suggestion}{help}")),
+                );
+            }
+        };
+        if let Some(m) = &c.match_on {
+            check("match.source", m.source.pos, &m.source.value);
+        }
+        for (i, mapping) in c.mapping.value.iter().enumerate() {
+            check(
+                &format!("mapping[{i}].from"),
+                mapping.from.pos,
+                &mapping.from.value,
+            );
+        }
+    }
+
     fn syncs(&mut self) {
         let project = self.project;
         let config = project.config.as_ref();
@@ -740,6 +799,9 @@ impl Checker<'_> {
                         &mapping.from.value,
                     );
                 }
+            }
+            if let (None, Some(metric)) = (&c.model, &c.metric) {
+                self.metric_sync_columns(file, c, metric);
             }
             if c.mapping.value.is_empty() {
                 self.error(

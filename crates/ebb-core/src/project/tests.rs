@@ -339,3 +339,91 @@ fn sync_schedules_may_not_wait_on_each_other_in_a_cycle() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn metric_syncs_are_checked() {
+    let metrics = "\
+semantic_models:
+  - name: orders
+    model: orders
+    defaults: { agg_time_dimension: ordered_at }
+    entities:
+      - { name: order, type: primary, expr: order_id }
+      - { name: customer, type: foreign, expr: customer_id }
+    dimensions:
+      - { name: ordered_at, type: time, type_params: { time_granularity: day } }
+    measures:
+      - { name: revenue, agg: sum, expr: total }
+metrics:
+  - { name: revenue, type: simple, type_params: { measure: revenue } }
+  - { name: customer, type: simple, type_params: { measure: revenue } }
+";
+    let files = |sync: &'static str| {
+        errors(&[
+            ("ebb.yml", EBB_YML),
+            ("models/orders.sql", ORDERS_SQL),
+            ("models/orders.yml", ORDERS_YML),
+            ("metrics/m.yml", metrics),
+            ("syncs/revenue.yml", sync),
+        ])
+    };
+    let good = "metric: { name: revenue, entity: customer }\ndestination: hooks\ntenant: acme\n\
+                mapping:\n  - { from: customer, to: customer_id }\n  - { from: revenue, to: ltv }\n";
+    assert_eq!(files(good), Vec::<String>::new());
+    // The key may be named, as long as it is the entity.
+    let keyed = "metric: { name: revenue, entity: customer }\nprimary_key: customer\n\
+                 destination: hooks\ntenant: acme\nmapping:\n  - { from: revenue, to: ltv }\n";
+    assert_eq!(files(keyed), Vec::<String>::new());
+
+    let unknown = "metric: { name: revenu, entity: custmer }\ndestination: hooks\ntenant: acme\n\
+                   mapping:\n  - { from: revenu, to: ltv }\n";
+    let e = files(unknown);
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("syncs/revenue.yml:1:17 no metric named \"revenu\"")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("syncs/revenue.yml:1:33 no entity named \"custmer\"")),
+        "{e:#?}"
+    );
+
+    let columns = "metric: { name: revenue, entity: customer }\nprimary_key: order_id\n\
+                   destination: hooks\ntenant: acme\nmatch: { source: customer_id, destination: id }\n\
+                   mapping:\n  - { from: revenu, to: ltv }\n  - { from: customer, to: c }\n";
+    let e = files(columns);
+    let expect = [
+        "syncs/revenue.yml:2:14 a metric sync is keyed by its entity \"customer\", not \"order_id\"",
+        "syncs/revenue.yml:5:18 the rows of metric \"revenue\" per customer have no column \"customer_id\"",
+        "syncs/revenue.yml:7:13 the rows of metric \"revenue\" per customer have no column \"revenu\"",
+    ];
+    assert_eq!(e, expect, "{e:#?}");
+    let loaded = load(
+        &project(&[
+            ("ebb.yml", EBB_YML),
+            ("models/orders.sql", ORDERS_SQL),
+            ("models/orders.yml", ORDERS_YML),
+            ("metrics/m.yml", metrics),
+            ("syncs/revenue.yml", columns),
+        ]),
+        &no_env,
+    );
+    let revenu = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("\"revenu\""))
+        .unwrap();
+    let help = revenu.help.as_deref().unwrap_or_default();
+    assert!(help.starts_with("did you mean \"revenue\"?"), "{help}");
+    assert!(help.contains("one row per customer"), "{help}");
+
+    let clash = "metric: { name: customer, entity: customer }\ndestination: hooks\ntenant: acme\n\
+                 mapping:\n  - { from: customer, to: c }\n";
+    let e = files(clash);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].contains("has the name of the entity it is grouped by"),
+        "{e:#?}"
+    );
+}

@@ -16,8 +16,7 @@
 //! - [`derived`]: a derived metric's arithmetic expression.
 //! - [`compile`]: query → SQL, for the [`Dialect`]s of DataFusion and PostgreSQL.
 //! - [`run`]: [`MetricsLayer`], queries on a project's warehouses, and
-//!   [`metric_per_entity`] for syncs.
-//! - [`table`]: each metric as a DataFusion table (for SQL clients, e.g. `ebb metrics serve`).
+//!   [`per_entity_query`] / [`metric_per_entity`] for syncs that read a metric.
 //! - [`table`]: each metric as a DataFusion table (for SQL clients, e.g. `ebb metrics serve`).
 
 pub mod compile;
@@ -29,7 +28,7 @@ pub mod table;
 
 pub use compile::{CompiledQuery, OutputColumn};
 pub use filter::{Filter, FilterError};
-pub use run::{MetricsLayer, metric_per_entity};
+pub use run::{MetricsLayer, metric_per_entity, per_entity_query};
 pub use semantic::SemanticGraph;
 
 use ebb_core::config::metrics::Grain;

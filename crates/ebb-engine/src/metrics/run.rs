@@ -107,20 +107,27 @@ impl<'m, 'p> MetricsLayer<'m, 'p> {
     }
 }
 
+/// The query behind a sync with `metric: { name, entity }`: `metric` grouped by `entity`
+/// alone, so one row per entity key. Its columns: the entity's key (named after the entity),
+/// then the metric (named after it). A metric that needs `metric_time` (cumulative windows,
+/// offsets) is refused when compiled.
+pub fn per_entity_query(metric: &str, entity: &str) -> MetricQuery {
+    MetricQuery {
+        metrics: vec![metric.to_string()],
+        group_by: vec![entity.to_string()],
+        ..MetricQuery::default()
+    }
+}
+
 /// One row per `entity` with `metric`'s value for it (e.g. each account's MRR): what a sync
-/// with `metric: { name, entity }` sends. Columns: the entity's key (named after the
-/// entity), then the metric (named after it).
+/// with `metric: { name, entity }` sends (see [`per_entity_query`]). Columns: the entity's
+/// key (named after the entity), then the metric (named after it).
 pub async fn metric_per_entity(
     models: &Models<'_>,
     metric: &str,
     entity: &str,
 ) -> Result<SendableRecordBatchStream, EngineError> {
     let layer = MetricsLayer::new(models);
-    let query = MetricQuery {
-        metrics: vec![metric.to_string()],
-        group_by: vec![entity.to_string()],
-        ..MetricQuery::default()
-    };
-    let (_, stream) = layer.query(&query).await?;
+    let (_, stream) = layer.query(&per_entity_query(metric, entity)).await?;
     Ok(stream)
 }
