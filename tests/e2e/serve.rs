@@ -65,17 +65,27 @@ struct Serve {
 
 impl Serve {
     fn start(project: &Path, state_url: &str, worker: &str, scheduler: bool) -> Serve {
+        Serve::start_with(
+            project,
+            state_url,
+            worker,
+            scheduler,
+            &["--lease-seconds", "3"],
+        )
+    }
+
+    fn start_with(
+        project: &Path,
+        state_url: &str,
+        worker: &str,
+        scheduler: bool,
+        extra: &[&str],
+    ) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
         cmd.args(["serve", "-P"])
             .arg(project)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--lease-seconds",
-                "3",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(extra)
             .args(["--worker-id", worker, "--state-url", state_url])
             .env("TEST_HOOK_SECRET", SECRET)
             .env("EBB_LOG", "info")
@@ -95,6 +105,22 @@ impl Serve {
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Serve { child, base }
+    }
+
+    /// SIGTERM, then wait for the process to exit; how long it took.
+    fn terminate(mut self) -> Duration {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "ebb serve exits cleanly on SIGTERM: {exit:?}"
+        );
+        started.elapsed()
     }
 
     /// SIGKILL: no shutdown, no cleanup.
@@ -322,4 +348,49 @@ async fn three_processes_run_each_scheduled_run_once_and_take_over_a_killed_ones
         applied.values().all(|n| *n == 1),
         "a record was applied twice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_run_in_flight_after_the_grace_period_for_another_process() {
+    let rows = 1500;
+    let receiver = WebhookReceiver::start_with(WebhookOptions {
+        secret: Some(SECRET.into()),
+        ..WebhookOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_project(dir.path(), &receiver.url(), rows);
+    let db = PgCluster::shared().fresh_database().await;
+    let url = db.url();
+    let token = token(dir.path(), &url);
+    // A lease far longer than the test: only the release at shutdown lets another process
+    // take the run over in time.
+    let long = ["--lease-seconds", "600", "--grace-seconds", "1"];
+    // Slow the receiver down (20 messages a second, 429 beyond) so the sync outlasts the
+    // grace period.
+    receiver.set_rate_limit(20, Duration::from_secs(1));
+    let first = Serve::start_with(dir.path(), &url, "first", false, &long);
+    let base = first.base.clone();
+    let id = trigger(&base, &token, "people").await;
+    wait_until(
+        "a part of the records",
+        Duration::from_secs(60),
+        async || receiver.applied().len() >= 100,
+    )
+    .await;
+    let took = first.terminate();
+    assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+    assert!(receiver.applied().len() < rows, "released before the end");
+
+    let second = Serve::start_with(dir.path(), &url, "second", false, &long);
+    let base = second.base.clone();
+    wait_until("the run to finish", Duration::from_secs(120), async || {
+        run_of(&base, &token, id).await["status"] == "succeeded"
+    })
+    .await;
+    let run = run_of(&base, &token, id).await;
+    assert_eq!(run["attempts"], 2, "{run}");
+    assert_eq!(run["worker"], "second#0", "{run}");
+    assert_each_once(&receiver, rows);
 }

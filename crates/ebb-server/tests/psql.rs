@@ -213,3 +213,92 @@ async fn psql_gets_the_numbers_the_cli_prints() {
     task.abort();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `POST /v1/metrics/query` of `ebb serve`: the same numbers as the metrics layer (and so as
+/// `ebb metrics query` and psql).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_metrics_query_gets_the_numbers_the_cli_prints() {
+    use ebb_server::serve::{ServeOptions, Server};
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&example(), tmp.path());
+    let project = load_project(tmp.path());
+    let store = ebb_state::StateStore::open_sqlite(tmp.path().join(".ebb/state.db"))
+        .await
+        .unwrap();
+    let token = store
+        .create_token("acme", &["metrics:read".to_string()])
+        .await
+        .unwrap()
+        .plaintext;
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".into(),
+        scheduler: false,
+        ..ServeOptions::default()
+    };
+    let server = Server::bind(project.clone(), store, options).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let task = tokio::spawn(server.run(std::future::pending()));
+
+    let models = Models::open(&project).await.unwrap();
+    let layer = MetricsLayer::new(&models);
+    let cases = [
+        serde_json::json!({"metrics": ["revenue", "mrr"], "group_by": ["account__region"], "grain": "month"}),
+        serde_json::json!({"metrics": ["revenue_per_account"], "group_by": ["account__segment"], "grain": "quarter"}),
+        serde_json::json!({"metrics": ["revenue"], "where": "account__region = 'EMEA'", "order": ["-revenue"], "limit": 3, "group_by": ["account__plan"]}),
+        serde_json::json!({"metrics": ["invoice_count"]}),
+    ];
+    let client = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for body in &cases {
+        let answer: serde_json::Value = client
+            .post(format!("{base}/v1/metrics/query"))
+            .bearer_auth(&token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = answer["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}: {answer}"));
+        let via_http: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| match v {
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let strings = |key: &str| -> Vec<String> {
+            body[key].as_array().map_or(Vec::new(), |a| {
+                a.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+            })
+        };
+        let query = MetricQuery {
+            metrics: strings("metrics"),
+            group_by: strings("group_by"),
+            grain: body["grain"].as_str().map(|g| match g {
+                "month" => ebb_core::config::metrics::Grain::Month,
+                _ => ebb_core::config::metrics::Grain::Quarter,
+            }),
+            filter: body["where"].as_str().map(str::to_string),
+            order: strings("order"),
+            limit: body["limit"].as_u64(),
+        };
+        let via_layer = layer_rows(&layer, &query).await;
+        assert!(!via_layer.is_empty(), "{body}");
+        if let Err(e) = same(&via_http, &via_layer) {
+            failures.push(format!("{body}: {e}"));
+        }
+    }
+    task.abort();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -98,6 +98,8 @@ async fn a_version_1_store_is_migrated_to_the_latest(f: Fixture) {
     // Take the store back to version 1, as an older ebb left it (with a run in it).
     f.raw(
         "DROP TABLE schedules; DROP TABLE sync_settings;
+         ALTER TABLE outbox DROP COLUMN relay_worker;
+         ALTER TABLE outbox DROP COLUMN relay_until;
          DELETE FROM schema_version WHERE version > 1;",
     )
     .await
@@ -114,6 +116,16 @@ async fn a_version_1_store_is_migrated_to_the_latest(f: Fixture) {
     let new = NewRun::new("acme", "b", RunKind::Sync, Trigger::Schedule);
     assert_eq!(upgraded.fire_schedule(&new, 1_000).await.unwrap(), None);
     assert!(upgraded.fire_schedule(&new, 2_000).await.unwrap().is_some());
+    // Version 3's relay lease works.
+    upgraded
+        .append_event("acme", "t", &serde_json::json!({}))
+        .await
+        .unwrap();
+    let claimed = upgraded
+        .claim_events("w", 10, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
 }
 
 contract!(
