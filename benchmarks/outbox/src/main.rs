@@ -1,6 +1,7 @@
 //! Outbox throughput of the state store: events appended per second by concurrent writers
 //! (each event its own transaction, as a run's `finish_run` or a CDC webhook event is), and
-//! events relayed per second (`unrelayed` + `mark_relayed` in batches), on the Postgres
+//! events relayed per second (`claim_events` + `mark_relayed` in batches, as `ebb serve`'s
+//! relay does), on the Postgres
 //! store and on the SQLite store, beside a hand-written Postgres outbox (plain autocommit
 //! `INSERT`s; relay by `UPDATE .. WHERE id IN (SELECT .. FOR UPDATE SKIP LOCKED)`) on the
 //! same cluster in the same run.
@@ -99,7 +100,10 @@ impl Outbox for StateStore {
     }
 
     async fn relay_batch(&self, batch: usize) -> Result<usize> {
-        let events = self.unrelayed(batch).await?;
+        // What `ebb serve`'s relay does: claim a batch under the relay lease, then mark it.
+        let events = self
+            .claim_events("bench-relay", batch, std::time::Duration::from_secs(60))
+            .await?;
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
         self.mark_relayed(&ids).await?;
         Ok(ids.len())
