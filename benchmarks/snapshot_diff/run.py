@@ -112,7 +112,9 @@ def main() -> None:
     args = parser.parse_args()
 
     subprocess.run(
-        ["cargo", "build", "--quiet", "--release", "-p", "ebb-engine", "--example", "snapshot_diff"],
+        # The whole workspace, as the other release benchmarks build it: building one package
+        # alone unifies dependency features differently and rebuilds DataFusion.
+        ["cargo", "build", "--quiet", "--release", "--workspace", "--bins", "--examples"],
         cwd=ROOT,
         check=True,
     )
