@@ -67,6 +67,7 @@ DUCKDB_PEER = """
 import duckdb, sys, json, time
 path = sys.argv[1]
 con = duckdb.connect()
+con.execute('set enable_progress_bar = false')  # it prints to stdout, before the JSON line
 started = time.perf_counter()
 rows = con.execute(f'''
   select cast(date_trunc('month', ts) as date) as metric_time__month, product as event__product,
@@ -85,15 +86,18 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated file")
     parser.add_argument("--work", default=None,
                         help="folder for the data; an events.parquet of --rows rows there is reused")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use the release binaries already built under CARGO_TARGET_DIR")
     args = parser.parse_args()
 
-    subprocess.run(
-        # The whole workspace, as the other release benchmarks build it: building one package
-        # alone unifies dependency features differently and rebuilds DataFusion.
-        ["cargo", "build", "--quiet", "--release", "--workspace", "--bins", "--examples"],
-        cwd=ROOT,
-        check=True,
-    )
+    if not args.no_build:
+        subprocess.run(
+            # The whole workspace, as the other release benchmarks build it: building one package
+            # alone unifies dependency features differently and rebuilds DataFusion.
+            ["cargo", "build", "--quiet", "--release", "--workspace", "--bins", "--examples"],
+            cwd=ROOT,
+            check=True,
+        )
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     binary = target / "release" / "examples" / "metrics_bench"
 
