@@ -46,6 +46,12 @@ def generate(dir: pathlib.Path, rows: int) -> pathlib.Path:
     return path
 
 
+def parquet_rows(path: pathlib.Path) -> int:
+    import duckdb
+
+    return duckdb.connect().execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
+
+
 def run_measured(cmd: list[str]) -> tuple[float, int, str]:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
@@ -61,6 +67,7 @@ DUCKDB_PEER = """
 import duckdb, sys, json, time
 path = sys.argv[1]
 con = duckdb.connect()
+con.execute('set enable_progress_bar = false')  # it prints to stdout, before the JSON line
 started = time.perf_counter()
 rows = con.execute(f'''
   select cast(date_trunc('month', ts) as date) as metric_time__month, product as event__product,
@@ -77,21 +84,36 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the generated file")
+    parser.add_argument("--work", default=None,
+                        help="folder for the data; an events.parquet of --rows rows there is reused")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use the release binaries already built under CARGO_TARGET_DIR")
     args = parser.parse_args()
 
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--release", "-p", "ebb-engine", "--example", "metrics_bench"],
-        cwd=ROOT,
-        check=True,
-    )
+    if not args.no_build:
+        subprocess.run(
+            # The whole workspace, as the other release benchmarks build it: building one package
+            # alone unifies dependency features differently and rebuilds DataFusion.
+            ["cargo", "build", "--quiet", "--release", "--workspace", "--bins", "--examples"],
+            cwd=ROOT,
+            check=True,
+        )
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     binary = target / "release" / "examples" / "metrics_bench"
 
-    work = pathlib.Path(tempfile.mkdtemp(prefix="ebb-bench-metrics-"))
-    print(f"generating {args.rows:,} rows in {work}")
-    started = time.perf_counter()
-    path = generate(work, args.rows)
-    print(f"  {path.stat().st_size / (1 << 30):.2f} GiB of Parquet in {time.perf_counter() - started:.1f} s")
+    if args.work:
+        work = pathlib.Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = pathlib.Path(tempfile.mkdtemp(prefix="ebb-bench-metrics-"))
+    path = work / "events.parquet"
+    if args.work and path.exists() and parquet_rows(path) == args.rows:
+        print(f"reusing {path} ({args.rows:,} rows)")
+    else:
+        print(f"generating {args.rows:,} rows in {work}")
+        started = time.perf_counter()
+        path = generate(work, args.rows)
+        print(f"  {path.stat().st_size / (1 << 30):.2f} GiB of Parquet in {time.perf_counter() - started:.1f} s")
 
     ebb_wall, ebb_rss, out = run_measured([str(binary), str(work)])
     ebb = json.loads(out.strip().splitlines()[-1])
@@ -111,7 +133,7 @@ def main() -> None:
     r.row("process wall time", "s", ebb_wall, duck_wall, better="lower")
     r.row("peak RSS", "GiB", ebb_rss / gib, duck_rss / gib, better="lower")
     r.finish()
-    if not args.keep:
+    if not args.keep and not args.work:
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
 

@@ -66,12 +66,21 @@ def generate(dir: pathlib.Path, rows: int) -> tuple[pathlib.Path, pathlib.Path, 
             select i as id, {cols} from range({rows}, {rows + inserted}) t(i)
         ) to '{new}' (format parquet)"""
     )
-    expected = {
+    return old, new, expected_changes(rows)
+
+
+def expected_changes(rows: int) -> dict:
+    return {
         "deletes": len(range(1, rows, 400)),
         "updates": len(range(2, rows, 200)),
-        "inserts": inserted,
+        "inserts": rows // 400,
     }
-    return old, new, expected
+
+
+def parquet_rows(path: pathlib.Path) -> int:
+    import duckdb
+
+    return duckdb.connect().execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
 
 
 def run_measured(cmd: list[str], env=None) -> tuple[float, int, str]:
@@ -91,6 +100,7 @@ import duckdb, sys, json
 old, new = sys.argv[1], sys.argv[2]
 cols = sys.argv[3].split(",")
 con = duckdb.connect()
+con.execute('set enable_progress_bar = false')  # it prints to stdout, before the JSON line
 differs = " or ".join(f"(o.{c} is distinct from n.{c})" for c in cols)
 con.execute(f'''create table changes as
   select coalesce(n.id, o.id) as id,
@@ -108,14 +118,20 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--memory-limit-gib", type=float, default=None)
     parser.add_argument("--spill", action="store_true", help="ebb only, under the memory limit")
-    parser.add_argument("--work", default=None, help="folder for data and staging (default: temp)")
+    parser.add_argument("--work", default=None,
+                        help="folder for data and staging (default: temp); data of --rows rows there is reused")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use the release binaries already built under CARGO_TARGET_DIR")
     args = parser.parse_args()
 
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--release", "-p", "ebb-engine", "--example", "snapshot_diff"],
-        cwd=ROOT,
-        check=True,
-    )
+    if not args.no_build:
+        subprocess.run(
+            # The whole workspace, as the other release benchmarks build it: building one package
+            # alone unifies dependency features differently and rebuilds DataFusion.
+            ["cargo", "build", "--quiet", "--release", "--workspace", "--bins", "--examples"],
+            cwd=ROOT,
+            check=True,
+        )
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     binary = target / "release" / "examples" / "snapshot_diff"
 
@@ -124,9 +140,15 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = pathlib.Path(tempfile.mkdtemp(prefix="ebb-bench-diff-"))
-    print(f"generating {args.rows:,} rows x 12 columns in {work}")
-    old, new, expected = generate(work, args.rows)
+    old, new = work / "old.parquet", work / "new.parquet"
+    if args.work and old.exists() and new.exists() and parquet_rows(old) == args.rows:
+        print(f"reusing {old} and {new} ({args.rows:,} rows)")
+        expected = expected_changes(args.rows)
+    else:
+        print(f"generating {args.rows:,} rows x 12 columns in {work}")
+        old, new, expected = generate(work, args.rows)
     snapshots = work / "snapshots"
+    subprocess.run(["rm", "-rf", str(snapshots)], check=False)  # a reused folder's last run
     env = dict(os.environ)
     if args.memory_limit_gib:
         env["EBB_DIFF_MEMORY_LIMIT"] = str(int(args.memory_limit_gib * (1 << 30)))
