@@ -193,6 +193,39 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() 
     panic!("timed out waiting for {what}");
 }
 
+/// What each test starts from: a webhook receiver, a project sending `rows` people to it,
+/// a fresh Postgres database for the state store and an admin token.
+struct Setup {
+    receiver: WebhookReceiver,
+    dir: tempfile::TempDir,
+    _db: ebb_testkit::TestDatabase,
+    url: String,
+    token: String,
+}
+
+impl Setup {
+    async fn new(rows: usize) -> Setup {
+        let receiver = WebhookReceiver::start_with(WebhookOptions {
+            secret: Some(SECRET.into()),
+            ..WebhookOptions::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_project(dir.path(), &receiver.url(), rows);
+        let db = PgCluster::shared().fresh_database().await;
+        let url = db.url();
+        let token = token(dir.path(), &url);
+        Setup {
+            receiver,
+            dir,
+            _db: db,
+            url,
+            token,
+        }
+    }
+}
+
 fn assert_each_once(receiver: &WebhookReceiver, rows: usize) {
     let applied = receiver.applied();
     assert_eq!(applied.len(), rows, "every record arrived");
@@ -206,17 +239,13 @@ fn assert_each_once(receiver: &WebhookReceiver, rows: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_in_the_middle_of_a_sync_then_restart_applies_every_record_exactly_once() {
     let rows = 1500;
-    let receiver = WebhookReceiver::start_with(WebhookOptions {
-        secret: Some(SECRET.into()),
-        ..WebhookOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_project(dir.path(), &receiver.url(), rows);
-    let db = PgCluster::shared().fresh_database().await;
-    let url = db.url();
-    let token = token(dir.path(), &url);
+    let Setup {
+        receiver,
+        dir,
+        _db,
+        url,
+        token,
+    } = Setup::new(rows).await;
 
     let first = Serve::start(dir.path(), &url, "first", false);
     let base = first.base.clone();
@@ -259,17 +288,13 @@ async fn sigkill_in_the_middle_of_a_sync_then_restart_applies_every_record_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_run_each_scheduled_run_once_and_take_over_a_killed_ones_run() {
     let rows = 1500;
-    let receiver = WebhookReceiver::start_with(WebhookOptions {
-        secret: Some(SECRET.into()),
-        ..WebhookOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_project(dir.path(), &receiver.url(), rows);
-    let db = PgCluster::shared().fresh_database().await;
-    let url = db.url();
-    let token = token(dir.path(), &url);
+    let Setup {
+        receiver,
+        dir,
+        _db,
+        url,
+        token,
+    } = Setup::new(rows).await;
     let mut serves: Vec<Option<Serve>> = ["w1", "w2", "w3"]
         .iter()
         .map(|w| Some(Serve::start(dir.path(), &url, w, true)))
@@ -353,17 +378,13 @@ async fn three_processes_run_each_scheduled_run_once_and_take_over_a_killed_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_run_in_flight_after_the_grace_period_for_another_process() {
     let rows = 1500;
-    let receiver = WebhookReceiver::start_with(WebhookOptions {
-        secret: Some(SECRET.into()),
-        ..WebhookOptions::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_project(dir.path(), &receiver.url(), rows);
-    let db = PgCluster::shared().fresh_database().await;
-    let url = db.url();
-    let token = token(dir.path(), &url);
+    let Setup {
+        receiver,
+        dir,
+        _db,
+        url,
+        token,
+    } = Setup::new(rows).await;
     // A lease far longer than the test: only the release at shutdown lets another process
     // take the run over in time.
     let long = ["--lease-seconds", "600", "--grace-seconds", "1"];

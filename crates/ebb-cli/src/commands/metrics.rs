@@ -3,9 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow::util::pretty::pretty_format_batches;
 use ebb_core::config::metrics::{Grain, MetricType};
 use ebb_engine::metrics::{MetricQuery, MetricsLayer};
@@ -265,51 +263,6 @@ fn print(batches: &[RecordBatch], format: Format) -> Result<()> {
     Ok(())
 }
 
-/// Each cell as text (`None` for NULL), row by row, with the column names.
-/// A row of cells, `None` for NULL.
-type Row = Vec<Option<Value>>;
-
-fn rows(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Row>)> {
-    let options = FormatOptions::default();
-    let mut names = Vec::new();
-    let mut out = Vec::new();
-    for batch in batches {
-        names = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()?;
-        for r in 0..batch.num_rows() {
-            let mut row = Vec::new();
-            for (col, f) in batch.columns().iter().zip(&formatters) {
-                row.push(if col.is_null(r) {
-                    None
-                } else {
-                    let text = f.value(r).to_string();
-                    Some(if col.data_type().is_numeric() {
-                        Value::Number(text)
-                    } else {
-                        Value::Text(text)
-                    })
-                });
-            }
-            out.push(row);
-        }
-    }
-    Ok((names, out))
-}
-
-enum Value {
-    Number(String),
-    Text(String),
-}
-
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -319,7 +272,7 @@ fn csv_field(s: &str) -> String {
 }
 
 fn to_csv(batches: &[RecordBatch]) -> Result<String> {
-    let (names, rows) = rows(batches)?;
+    let (names, rows) = ebb_server::json::rows(batches)?;
     let mut out = names
         .iter()
         .map(|n| csv_field(n))
@@ -330,8 +283,9 @@ fn to_csv(batches: &[RecordBatch]) -> Result<String> {
         let line: Vec<String> = row
             .iter()
             .map(|v| match v {
-                None => String::new(),
-                Some(Value::Number(n) | Value::Text(n)) => csv_field(n),
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => csv_field(s),
+                other => other.to_string(),
             })
             .collect();
         out.push_str(&line.join(","));
@@ -341,22 +295,10 @@ fn to_csv(batches: &[RecordBatch]) -> Result<String> {
 }
 
 fn to_json(batches: &[RecordBatch]) -> Result<String> {
-    let (names, rows) = rows(batches)?;
-    let mut array = Vec::new();
-    for row in rows {
-        let mut object = serde_json::Map::new();
-        for (name, v) in names.iter().zip(row) {
-            let value = match v {
-                None => serde_json::Value::Null,
-                Some(Value::Number(n)) => n
-                    .parse::<serde_json::Number>()
-                    .map(serde_json::Value::Number)
-                    .unwrap_or(serde_json::Value::String(n)),
-                Some(Value::Text(t)) => serde_json::Value::String(t),
-            };
-            object.insert(name.clone(), value);
-        }
-        array.push(serde_json::Value::Object(object));
-    }
+    let (names, rows) = ebb_server::json::rows(batches)?;
+    let array: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|row| serde_json::Value::Object(names.iter().cloned().zip(row).collect()))
+        .collect();
     Ok(format!("{}\n", serde_json::to_string_pretty(&array)?))
 }

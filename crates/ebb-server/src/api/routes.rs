@@ -271,6 +271,32 @@ async fn queue_run(
     ))
 }
 
+/// A POST that queues a run of sync `name` (empty body, `Idempotency-Key` honoured), for
+/// `scope`, audited as `action`; `path` names the request for the idempotency hash.
+#[allow(clippy::too_many_arguments)]
+async fn queue_once(
+    st: &AppState,
+    caller: &Caller,
+    scope: Scope,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    path: &str,
+    action: &str,
+) -> Result<Response, Problem> {
+    caller.require(scope)?;
+    let sync = sync_of(st, caller, name)?;
+    let _: Empty = json_body(body)?;
+    Ok(
+        idempotency::once(st, caller, headers, path, body, || async {
+            queue_run(st, caller, sync, action)
+                .await
+                .unwrap_or_else(Answer::from)
+        })
+        .await,
+    )
+}
+
 async fn trigger_sync(
     State(st): St,
     caller: Caller,
@@ -278,18 +304,18 @@ async fn trigger_sync(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::SyncsWrite)?;
-    let sync = sync_of(&st, &caller, &name)?;
-    let _: Empty = json_body(&body)?;
     let path = format!("POST /v1/syncs/{name}/trigger");
-    Ok(
-        idempotency::once(&st, &caller, &headers, &path, &body, || async {
-            queue_run(&st, &caller, sync, "sync.trigger")
-                .await
-                .unwrap_or_else(Answer::from)
-        })
-        .await,
+    queue_once(
+        &st,
+        &caller,
+        Scope::SyncsWrite,
+        &name,
+        &headers,
+        &body,
+        &path,
+        "sync.trigger",
     )
+    .await
 }
 
 /// A body that must be empty or `{}`.
@@ -505,6 +531,7 @@ async fn list_dlq(
     Ok(page_json(&page))
 }
 
+/// A run retries the sync's dead letters with its first chunk.
 async fn retry_dlq(
     State(st): St,
     caller: Caller,
@@ -512,19 +539,18 @@ async fn retry_dlq(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    caller.require(Scope::DlqWrite)?;
-    let sync = sync_of(&st, &caller, &name)?;
-    let _: Empty = json_body(&body)?;
     let path = format!("POST /v1/dlq/{name}/retry");
-    Ok(
-        idempotency::once(&st, &caller, &headers, &path, &body, || async {
-            // A run retries the sync's dead letters with its first chunk.
-            queue_run(&st, &caller, sync, "dlq.retry")
-                .await
-                .unwrap_or_else(Answer::from)
-        })
-        .await,
+    queue_once(
+        &st,
+        &caller,
+        Scope::DlqWrite,
+        &name,
+        &headers,
+        &body,
+        &path,
+        "dlq.retry",
     )
+    .await
 }
 
 // ---- events ---------------------------------------------------------------------------
