@@ -3,7 +3,7 @@
 //! `events:` in ebb.yml, with retries, in id order.
 //!
 //! Every process runs the relay; the store lets one at a time hold a claim on unrelayed
-//! events ([`StateStore::claim_events`]), so events leave in order and a dead relayer's claim
+//! events ([`ebb_state::StateStore::claim_events`]), so events leave in order and a dead relayer's claim
 //! expires for another to take. Each event is its own Standard Webhooks message whose
 //! `webhook-id` is `evt_<id>`, the same on every retry and from every process, so a receiver
 //! that remembers ids applies each event once. A refused event (4xx) is retried like a
@@ -19,7 +19,7 @@ use std::time::Duration;
 use ebb_core::config::project::EventsConfig;
 use ebb_destinations::destinations::webhook::WebhookDestination;
 use ebb_destinations::{AnyDestination, DestinationError};
-use ebb_state::{Event, StateStore};
+use ebb_state::Event;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -55,7 +55,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     let worker = format!("{}#relay", state.worker_id);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let wait = match relay_once(&state.store, &worker, &destination, &config, &state).await {
+        let wait = match relay_once(&state, &worker, &destination, &config).await {
             Ok(0) => IDLE,
             Ok(_) => {
                 backoff = Duration::from_millis(200);
@@ -94,12 +94,12 @@ fn open(state: &AppState, config: &EventsConfig) -> Result<WebhookDestination, S
 
 /// One claim: how many events were delivered, or how long to wait before trying again.
 async fn relay_once(
-    store: &StateStore,
+    state: &AppState,
     worker: &str,
     destination: &WebhookDestination,
     config: &EventsConfig,
-    state: &AppState,
 ) -> Result<usize, Option<Duration>> {
+    let store = &state.store;
     let events = match store.claim_events(worker, BATCH, LEASE).await {
         Ok(e) => e,
         Err(err) => {

@@ -2,7 +2,7 @@
 //!
 //! Every `ebb serve` process runs the same scheduler loop. Once a second each process works
 //! out, for every scheduled sync, the latest instant at or before now at which it was due,
-//! and asks the state store to fire it ([`StateStore::fire_schedule`]): the store records the
+//! and asks the state store to fire it ([`ebb_state::StateStore::fire_schedule`]): the store records the
 //! last instant fired per sync and creates the run in the same transaction, so an instant
 //! fires once however many processes ask, and a sync whose run is still going gets one
 //! queued run behind it, never a pile. A sync whose schedule is seen for the first time
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use ebb_core::project::Sync;
-use ebb_state::{NewRun, RunKind, StateStore, Trigger};
+use ebb_state::{NewRun, RunKind, Trigger};
 use tokio::sync::watch;
 
 use crate::api::AppState;
@@ -209,7 +209,7 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
     tracing::info!(syncs = scheduled.len(), "scheduler started");
     loop {
-        tick(&state.store, &state, &scheduled).await;
+        tick(&state, &scheduled).await;
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.changed() => return,
@@ -220,7 +220,8 @@ pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn tick(store: &StateStore, state: &AppState, scheduled: &[(&Sync, Due)]) {
+async fn tick(state: &AppState, scheduled: &[(&Sync, Due)]) {
+    let store = &state.store;
     let paused = match store.paused_syncs(None).await {
         Ok(p) => p,
         Err(err) => {

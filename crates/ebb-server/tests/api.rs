@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use ebb_delivery::{DeadLetter, DeadLetters};
 use ebb_destinations::{Operation, Record};
-use ebb_server::api::AppState;
 use ebb_server::serve::{ServeOptions, Server};
 use ebb_server::worker::Leases;
-use ebb_state::{NewRun, RunKind, StateStore, Trigger};
+use ebb_state::{StateStore, Trigger};
 use ebb_testkit::emulators::webhook::{WebhookOptions, WebhookReceiver};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -71,7 +70,6 @@ fn write_project(root: &Path, hook_url: &str, extra_sync: &str, events_url: Opti
 
 struct Running {
     base: String,
-    state: Arc<AppState>,
     store: StateStore,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
@@ -110,7 +108,6 @@ impl Running {
         };
         let server = Server::bind(project, store.clone(), options).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
-        let state = server.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
             server
@@ -122,7 +119,6 @@ impl Running {
         });
         Running {
             base,
-            state,
             store,
             stop: Some(tx),
             done,
@@ -398,7 +394,6 @@ async fn idempotency_keys_replay_conflict_and_mismatch() {
     let s = Running::start("").await;
     let admin = s.token("acme", &["admin"]).await;
     let b = &s.base;
-    // Pause the scheduler-free sync's runs from being taken... a trigger queues one run.
     let url = format!("{b}/v1/tokens");
     let body = json!({"scopes": ["runs:read"]});
     let (st1, _, first) = call(
@@ -575,10 +570,9 @@ async fn a_triggered_run_delivers_records_and_its_followers_run_after_it() {
     let (_, _, events) = call("GET", &format!("{b}/v1/events"), Some(&admin), None, None).await;
     let items = events["items"].as_array().unwrap();
     assert!(
-        items.iter().any(
-            |e| e["topic"] == "run.finished" && e["payload"]["id"] == run.id
-                || e["payload"]["run_id"] == run.id
-        ),
+        items
+            .iter()
+            .any(|e| e["topic"] == "run.finished" && e["payload"]["run_id"] == run.id),
         "{events}"
     );
     let first = items[0]["id"].as_i64().unwrap();
@@ -666,18 +660,6 @@ async fn an_interval_schedule_fires_and_pausing_stops_it() {
     assert_eq!(count(&s).await, before, "a paused schedule fires no more");
     let (_, _, audit) = call("GET", &format!("{b}/v1/audit"), Some(&admin), None, None).await;
     assert_eq!(audit["items"][0]["action"], "sync.pause", "{audit}");
-    // The runs were the scheduler's: create_run from elsewhere is still folded in.
-    let _ = s
-        .store
-        .create_run(&NewRun::new(
-            "globex",
-            "globex_people",
-            RunKind::Sync,
-            Trigger::Manual,
-        ))
-        .await
-        .unwrap();
-    let _ = &s.state;
     s.stop().await;
 }
 
@@ -833,11 +815,7 @@ async fn run_results_are_relayed_to_the_events_webhook_with_retries_in_order() {
     }
     let finished: Vec<i64> = received
         .iter()
-        .filter_map(|(_, v)| {
-            v["data"]["payload"]["id"]
-                .as_i64()
-                .or(v["data"]["payload"]["run_id"].as_i64())
-        })
+        .filter_map(|(_, v)| v["data"]["payload"]["run_id"].as_i64())
         .collect();
     assert!(
         ids.iter().all(|id| finished.contains(id)),

@@ -12,7 +12,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// An RFC 9457 problem.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// A URI naming the kind of problem; `about:blank` plus the status says it all here.
+    /// `about:blank`: the status and its title say what kind of problem it is (RFC 9457,
+    /// section 4.2.1); `detail` says what to change.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -23,14 +24,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
         Problem {
-            kind: format!(
-                "https://ebb.dev/problems/{}",
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_ascii_lowercase()
-                    .replace(' ', "-")
-            ),
+            kind: "about:blank".to_string(),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
