@@ -104,6 +104,7 @@ impl LakeWarehouse {
         // Not collecting file statistics turns that path off.
         config.options_mut().execution.collect_statistics = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(crate::period::udf());
 
         let (root, store): (Url, Arc<dyn ObjectStore>) = if let Some(rest) =
             path.strip_prefix("s3://")

@@ -14,6 +14,7 @@
 //! - [`postgres`]: the Postgres warehouse (pool, COPY stream, type mapping).
 
 pub mod lake;
+pub mod period;
 pub mod postgres;
 
 use std::future::Future;

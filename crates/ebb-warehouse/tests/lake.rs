@@ -239,3 +239,105 @@ async fn parquet_models_are_replaced_atomically() {
     );
     assert!(!again.attach_materialized("unknown").await.unwrap());
 }
+
+/// `ebb_period_start` (what the metrics layer groups time by on the lake) gives the same
+/// dates as DataFusion's own `CAST(date_trunc(grain, CAST(t AS TIMESTAMP)) AS DATE)`, for
+/// dates and timestamps of every unit, with and without a time zone, before and after 1970.
+#[tokio::test]
+async fn period_start_agrees_with_date_trunc() {
+    use arrow::array::{
+        Date32Array, TimestampMicrosecondArray, TimestampMillisecondArray,
+        TimestampNanosecondArray, TimestampSecondArray,
+    };
+    use datafusion::datasource::MemTable;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let wh = LakeWarehouse::open("lake", tmp.path(), LakeOptions::default()).unwrap();
+    // Seconds spread over 1700..2260 (inside the nanosecond range), with NULLs, month and
+    // year edges, and negative values.
+    let mut seconds: Vec<Option<i64>> = vec![None, Some(0), Some(-1), Some(-86_400), Some(86_399)];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        seconds.push(Some((x % 17_600_000_000) as i64 - 8_500_000_000));
+    }
+    // The first and last second of each month of 1999..2001.
+    for y in 1999..=2001 {
+        for m in 1..=12 {
+            let first = chrono_days(y, m) * 86_400;
+            seconds.push(Some(first));
+            seconds.push(Some(first - 1));
+        }
+    }
+    let s = |f: fn(i64) -> i64| seconds.iter().map(|v| v.map(f)).collect::<Vec<_>>();
+    let batch = RecordBatch::try_from_iter([
+        ("s", Arc::new(TimestampSecondArray::from(s(|v| v))) as ArrayRef),
+        ("ms", Arc::new(TimestampMillisecondArray::from(s(|v| v * 1000 + 999)))),
+        ("us", Arc::new(TimestampMicrosecondArray::from(s(|v| v * 1_000_000 + 1)))),
+        ("ns", Arc::new(TimestampNanosecondArray::from(s(|v| v * 1_000_000_000)))),
+        (
+            "ny",
+            Arc::new(TimestampMicrosecondArray::from(s(|v| v * 1_000_000)).with_timezone("America/New_York")),
+        ),
+        (
+            "ist",
+            Arc::new(TimestampMillisecondArray::from(s(|v| v * 1000)).with_timezone("+05:30")),
+        ),
+        (
+            "d",
+            Arc::new(Date32Array::from(
+                seconds.iter().map(|v| v.map(|v| v.div_euclid(86_400) as i32)).collect::<Vec<_>>(),
+            )),
+        ),
+    ])
+    .unwrap();
+    let rows = batch.num_rows();
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+    wh.context().register_table("t", Arc::new(mem)).unwrap();
+    for grain in ["day", "week", "month", "quarter", "year"] {
+        for col in ["s", "ms", "us", "ns", "ny", "ist", "d"] {
+            let sql = format!(
+                "SELECT count(*) AS n, \
+                   count(*) FILTER (WHERE ebb_period_start('{grain}', {col}) \
+                     IS DISTINCT FROM CAST(date_trunc('{grain}', CAST({col} AS TIMESTAMP)) AS DATE)) AS bad \
+                 FROM t"
+            );
+            let out = wh.context().sql(&sql).await.unwrap().collect().await.unwrap();
+            let n = out[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+            let bad = out[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+            assert_eq!(n as usize, rows);
+            assert_eq!(bad, 0, "{grain} of {col}: {bad} of {rows} rows differ");
+        }
+    }
+    // A grain it does not know is an error that names the grains it does.
+    let err = wh
+        .context()
+        .sql("SELECT ebb_period_start('fortnight', us) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("use day, week, month, quarter or year"), "{err}");
+}
+
+/// Days from 1970-01-01 to the first of month `m` of year `y`, by counting.
+fn chrono_days(y: i32, m: u32) -> i64 {
+    let leap = |y: i32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_len = |y: i32, m: u32| match m {
+        2 if leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let mut days: i64 = 0;
+    for yy in 1970..y {
+        days += if leap(yy) { 366 } else { 365 };
+    }
+    for mm in 1..m {
+        days += month_len(y, mm);
+    }
+    days
+}
