@@ -273,13 +273,28 @@ async fn period_start_agrees_with_date_trunc() {
     }
     let s = |f: fn(i64) -> i64| seconds.iter().map(|v| v.map(f)).collect::<Vec<_>>();
     let batch = RecordBatch::try_from_iter([
-        ("s", Arc::new(TimestampSecondArray::from(s(|v| v))) as ArrayRef),
-        ("ms", Arc::new(TimestampMillisecondArray::from(s(|v| v * 1000 + 999)))),
-        ("us", Arc::new(TimestampMicrosecondArray::from(s(|v| v * 1_000_000 + 1)))),
-        ("ns", Arc::new(TimestampNanosecondArray::from(s(|v| v * 1_000_000_000)))),
+        (
+            "s",
+            Arc::new(TimestampSecondArray::from(s(|v| v))) as ArrayRef,
+        ),
+        (
+            "ms",
+            Arc::new(TimestampMillisecondArray::from(s(|v| v * 1000 + 999))),
+        ),
+        (
+            "us",
+            Arc::new(TimestampMicrosecondArray::from(s(|v| v * 1_000_000 + 1))),
+        ),
+        (
+            "ns",
+            Arc::new(TimestampNanosecondArray::from(s(|v| v * 1_000_000_000))),
+        ),
         (
             "ny",
-            Arc::new(TimestampMicrosecondArray::from(s(|v| v * 1_000_000)).with_timezone("America/New_York")),
+            Arc::new(
+                TimestampMicrosecondArray::from(s(|v| v * 1_000_000))
+                    .with_timezone("America/New_York"),
+            ),
         ),
         (
             "ist",
@@ -288,7 +303,10 @@ async fn period_start_agrees_with_date_trunc() {
         (
             "d",
             Arc::new(Date32Array::from(
-                seconds.iter().map(|v| v.map(|v| v.div_euclid(86_400) as i32)).collect::<Vec<_>>(),
+                seconds
+                    .iter()
+                    .map(|v| v.map(|v| v.div_euclid(86_400) as i32))
+                    .collect::<Vec<_>>(),
             )),
         ),
     ])
@@ -304,9 +322,26 @@ async fn period_start_agrees_with_date_trunc() {
                      IS DISTINCT FROM CAST(date_trunc('{grain}', CAST({col} AS TIMESTAMP)) AS DATE)) AS bad \
                  FROM t"
             );
-            let out = wh.context().sql(&sql).await.unwrap().collect().await.unwrap();
-            let n = out[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
-            let bad = out[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+            let out = wh
+                .context()
+                .sql(&sql)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let n = out[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0);
+            let bad = out[0]
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0);
             assert_eq!(n as usize, rows);
             assert_eq!(bad, 0, "{grain} of {col}: {bad} of {rows} rows differ");
         }
@@ -320,7 +355,11 @@ async fn period_start_agrees_with_date_trunc() {
         .collect()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("use day, week, month, quarter or year"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("use day, week, month, quarter or year"),
+        "{err}"
+    );
 }
 
 /// Days from 1970-01-01 to the first of month `m` of year `y`, by counting.

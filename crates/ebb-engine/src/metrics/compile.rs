@@ -546,15 +546,15 @@ impl<'p> Planner<'_, 'p> {
                 }
             }
         }
-        let time_col = format!("s0.{}", quote_ident(&format!("__d_{}", cte.time_dim)));
-        let time_raw = format!("CAST({time_col} AS TIMESTAMP)");
+        let time_value = format!("s0.{}", quote_ident(&format!("__d_{}", cte.time_dim)));
+        let time_raw = format!("CAST({time_value} AS TIMESTAMP)");
         // An offset input's rows count for the period they are shifted to, and a filter on
         // metric_time means that period.
         let time_shifted = match cte.offset {
             Some((n, g)) => format!("{time_raw} + {}", interval(n, g)),
             // DataFusion's period function reads dates and timestamps of any unit as they
             // are; casting 100M timestamps to nanoseconds first cost as much as the rest.
-            None if self.dialect == Dialect::DataFusion => time_col,
+            None if self.dialect == Dialect::DataFusion => time_value,
             None => time_raw.clone(),
         };
         let where_sql = match &cte.filter {
