@@ -4,8 +4,9 @@
 //! The metrics layer groups by time periods. On DataFusion,
 //! `CAST(date_trunc('month', t) AS DATE)` goes through a general calendar path value by value
 //! (time zones, sub-day units, a timestamp result, then a cast); over a 100M-row fact table it
-//! was the largest part of a metric query. This function computes the same dates straight
-//! from the day number, with integer arithmetic only (Howard Hinnant's `civil_from_days`).
+//! was the largest part of a metric query. This function finds the same dates from the day
+//! number: a lookup in a table of period starts for 1900..2200, and integer arithmetic
+//! (Howard Hinnant's `civil_from_days`) outside it.
 //! Weeks start on Monday (ISO), as `date_trunc('week')` does in DataFusion and Postgres.
 //!
 //! `t` may be a DATE or a TIMESTAMP of any unit. A timestamp with a time zone is first taken
