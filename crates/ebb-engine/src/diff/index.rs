@@ -20,6 +20,9 @@
 //! 4. **Emit** through [`super::ChangeWriter`], as the join path does: same ops, sequence
 //!    numbers and `_ebb_changed`, so [`super::PendingDiff::commit`] works unchanged.
 //!
+//! The map is filled and probed by one task; Parquet decoding, key and row hashing run on
+//! other tasks (two files or two batches at a time), so both cores of a small machine work.
+//!
 //! The join path ([`super::diff`]'s own) stays for a first run, a full resync, a snapshot
 //! whose columns differ from the current mapping, and an index that would not fit.
 
@@ -290,35 +293,97 @@ pub(super) async fn build(
     let rows: u64 = plan.files.iter().map(|f| f.rows).sum();
     let mut map: IdMap<Entry> =
         HashMap::with_capacity_and_hasher(rows as usize, Default::default());
+    // Files are decoded and their keys hashed on other tasks, two at a time, while this one
+    // fills the map (in file order: positions count rows in it).
+    let mut pending = std::collections::VecDeque::new();
+    let mut files = plan.files.iter();
     let mut pos = 0u64;
-    for file in &plan.files {
-        let reader = StoreReader::new(Arc::clone(snapshots.object_store()), &file.meta);
-        let projection = ProjectionMask::roots(file.reader_meta.parquet_schema(), [0, 1]);
-        let mut stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.reader_meta.clone())
-                .with_projection(projection)
-                .with_batch_size(8192)
-                .build()
-                .map_err(|e| snapshot_err(&file.meta, e))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| snapshot_err(&file.meta, e))?;
-            let keys = batch.column(0).as_string::<i32>();
-            let hashes = batch.column(1).as_primitive::<UInt64Type>();
-            for (key, hash) in keys.iter().zip(hashes.values()) {
+    loop {
+        while pending.len() < 2
+            && let Some(file) = files.next()
+        {
+            pending.push_back(spawn_key_reader(snapshots.object_store(), file));
+        }
+        let Some(mut chunks) = pending.pop_front() else {
+            break;
+        };
+        while let Some(chunk) = chunks.recv().await {
+            let Some((ids, hashes)) = chunk? else {
+                return Ok(None); // a NULL key
+            };
+            for (id, hash) in ids.into_iter().zip(hashes.iter()) {
                 let entry = Entry {
                     hash: *hash,
                     pos_state: pos,
                 };
                 pos += 1;
-                let Some(key) = key else { return Ok(None) };
-                if map.insert(KeyId::of(key), entry).is_some() {
+                if map.insert(id, entry).is_some() {
                     return Ok(None);
                 }
             }
         }
     }
-    eprintln!("[index] built {} keys: {:?}", map.len(), started.elapsed());
+    if pos != rows {
+        return Err(EngineError::Snapshot(format!(
+            "snapshot {}: read {pos} rows of the {rows} its files declare",
+            plan.files.first().map_or("", |f| f.meta.location.as_ref()),
+        )));
+    }
+    tracing::debug!(
+        keys = map.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "diff: snapshot indexed"
+    );
     Ok(Some(Index { map, plan }))
+}
+
+/// The identities and row hashes of a file's keys, batch by batch; `None` for a batch with
+/// a NULL key.
+type KeyChunk = Result<Option<(Vec<KeyId>, arrow::buffer::ScalarBuffer<u64>)>, EngineError>;
+
+/// Reads the keys and hashes of `file` on a task of its own.
+fn spawn_key_reader(
+    store: &Arc<dyn ObjectStore>,
+    file: &SnapshotFile,
+) -> tokio::sync::mpsc::Receiver<KeyChunk> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = StoreReader::new(Arc::clone(store), &file.meta);
+    let meta = file.meta.clone();
+    let reader_meta = file.reader_meta.clone();
+    tokio::spawn(async move {
+        let projection = ProjectionMask::roots(reader_meta.parquet_schema(), [0, 1]);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_meta)
+            .with_projection(projection)
+            .with_batch_size(8192)
+            .build();
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(snapshot_err(&meta, e))).await;
+                return;
+            }
+        };
+        while let Some(batch) = stream.next().await {
+            let chunk = batch.map_err(|e| snapshot_err(&meta, e)).map(|batch| {
+                let keys = batch.column(0).as_string::<i32>();
+                if keys.null_count() > 0 {
+                    return None;
+                }
+                let ids = (0..keys.len()).map(|i| KeyId::of(keys.value(i))).collect();
+                let hashes = batch
+                    .column(1)
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .clone();
+                Some((ids, hashes))
+            });
+            let stop = !matches!(chunk, Ok(Some(_)));
+            if tx.send(chunk).await.is_err() || stop {
+                return; // the diff stopped, or this is its last answer
+            }
+        }
+    });
+    rx
 }
 
 /// Runs the diff by index (see the module doc). `new_schema` is a staged row's (key, hash,
@@ -327,7 +392,7 @@ pub(super) async fn build(
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn diff(
     index: Index,
-    mut input: SendableRecordBatchStream,
+    input: SendableRecordBatchStream,
     spec: DiffSpec,
     columns: Vec<String>,
     key_indices: Vec<usize>,
@@ -366,29 +431,36 @@ pub(super) async fn diff(
     let mut fresh_overflow = false;
     let mut dups = Duplicates::default();
     let mut staged_rows = 0u64;
-    while let Some(batch) = input.next().await {
-        let batch = batch.map_err(df_err)?;
-        let rows = batch.num_rows();
-        report.rows_read += rows as u64;
-        let key_cols: Vec<&dyn Array> = key_indices
-            .iter()
-            .map(|i| batch.column(*i).as_ref())
-            .collect();
-        let keys = canonical::key_strings(&key_cols, rows).map_err(arrow_err)?;
-        let values: Vec<&dyn Array> = column_indices
-            .iter()
-            .map(|i| batch.column(*i).as_ref())
-            .collect();
-        let hashes = canonical::row_hashes(&values, rows).map_err(arrow_err)?;
+    // Keys and row hashes are computed on other tasks, two batches at a time (their order
+    // does not matter); this task probes.
+    let key_indices = Arc::new(key_indices);
+    let column_indices = Arc::new(column_indices);
+    let mut hashed = input
+        .map(|batch| {
+            let key_indices = Arc::clone(&key_indices);
+            let column_indices = Arc::clone(&column_indices);
+            tokio::spawn(async move {
+                let batch = batch.map_err(df_err)?;
+                hash_batch(batch, &key_indices, &column_indices)
+            })
+        })
+        .buffer_unordered(2);
+    while let Some(hashed) = hashed.next().await {
+        let Hashed {
+            batch,
+            keys,
+            ids,
+            hashes,
+        } = hashed.map_err(|e| EngineError::Diff(format!("hashing rows: {e}")))??;
+        report.rows_read += batch.num_rows() as u64;
         let mut take = Vec::new();
         let mut old_pos = Vec::new();
-        for (row, (key, hash)) in keys.iter().zip(hashes.values()).enumerate() {
-            let Some(key) = key else {
+        for (row, (id, hash)) in ids.iter().zip(hashes.values()).enumerate() {
+            let Some(id) = *id else {
                 report.bad_keys.null_key_rows += 1;
                 continue;
             };
             staged_rows += 1;
-            let id = KeyId::of(key);
             if let Some(entry) = index.get_mut(&id) {
                 match entry.state() {
                     UNSEEN if entry.hash == *hash => entry.set_state(SAME),
@@ -400,7 +472,7 @@ pub(super) async fn diff(
                     DUPLICATE => dups.rows += 1,
                     _ => {
                         entry.set_state(DUPLICATE);
-                        dups.add(key, 2);
+                        dups.add(keys.value(row), 2);
                     }
                 }
             } else if let Some(seen_twice) = fresh.get_mut(&id) {
@@ -408,7 +480,7 @@ pub(super) async fn diff(
                     dups.rows += 1;
                 } else {
                     *seen_twice = true;
-                    dups.add(key, 2);
+                    dups.add(keys.value(row), 2);
                 }
             } else {
                 if fresh.len() < fresh_max {
@@ -427,7 +499,7 @@ pub(super) async fn diff(
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(cand_schema.fields().len());
         cols.push(arrow::compute::take(&keys, &take, None).map_err(arrow_err)?);
         cols.push(arrow::compute::take(&hashes, &take, None).map_err(arrow_err)?);
-        for i in &column_indices {
+        for i in column_indices.iter() {
             cols.push(arrow::compute::take(batch.column(*i), &take, None).map_err(arrow_err)?);
         }
         cols.push(Arc::new(UInt64Array::from(old_pos)));
@@ -435,12 +507,19 @@ pub(super) async fn diff(
         cand_writer.write(&cand).map_err(parquet_err)?;
     }
     cand_writer.close().map_err(parquet_err)?;
-    eprintln!("[index] probed {staged_rows} rows: {:?}", started.elapsed());
+    tracing::debug!(
+        rows = staged_rows,
+        ms = started.elapsed().as_millis() as u64,
+        "diff: model rows probed"
+    );
 
     // Keys seen more than once that the new-key map did not track.
     let mut untracked_dups: IdMap<()> = HashMap::default();
     if fresh_overflow {
-        eprintln!("[index] new keys overflow: {}", fresh.len());
+        tracing::debug!(
+            tracked = fresh.len(),
+            "diff: new keys past the budget, exact duplicate check"
+        );
         ctx.register_parquet(
             "candidates",
             cand_path.to_string_lossy().as_ref(),
@@ -534,10 +613,10 @@ pub(super) async fn diff(
         .collect();
     drop(index);
     wanted.sort_unstable_by_key(|p| p & POS_MASK);
-    eprintln!(
-        "[index] inserts written, {} rows to fetch: {:?}",
-        wanted.len(),
-        started.elapsed()
+    tracing::debug!(
+        fetch = wanted.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "diff: inserts written"
     );
 
     // The update candidates in snapshot order, to pair with the delivered rows.
@@ -566,6 +645,9 @@ pub(super) async fn diff(
         batches: 0,
     };
 
+    // Each file's selected rows are read on a task of its own, two files at a time, and
+    // consumed in file order.
+    let mut selections = Vec::new();
     let mut next = 0usize; // into `wanted`
     let mut first = 0u64; // the first position of the file
     for file in &plan.files {
@@ -574,39 +656,27 @@ pub(super) async fn diff(
         while next < wanted.len() && wanted[next] & POS_MASK < end {
             next += 1;
         }
-        let here = &wanted[start..next];
-        if here.is_empty() {
-            first = end;
-            continue;
+        if next > start {
+            selections.push((file, first, start..next));
         }
-        let mut selectors = Vec::with_capacity(here.len() * 2);
-        let mut at = first;
-        for p in here {
-            let p = p & POS_MASK;
-            if p > at {
-                selectors.push(RowSelector::skip((p - at) as usize));
-            }
-            selectors.push(RowSelector::select(1));
-            at = p + 1;
+        first = end;
+    }
+    let mut reading = std::collections::VecDeque::new();
+    let mut selections = selections.into_iter();
+    loop {
+        while reading.len() < 2
+            && let Some((file, first, range)) = selections.next()
+        {
+            let rx = spawn_selected_reader(&store, file, first, &wanted[range.clone()], n_cols);
+            reading.push_back((file, range, rx));
         }
-        if end > at {
-            selectors.push(RowSelector::skip((end - at) as usize));
-        }
-        let reader = StoreReader::new(Arc::clone(&store), &file.meta);
-        let projection = ProjectionMask::roots(
-            file.reader_meta.parquet_schema(),
-            std::iter::once(0).chain(2..2 + n_cols),
-        );
-        let mut stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, file.reader_meta.clone())
-                .with_projection(projection)
-                .with_row_selection(RowSelection::from(selectors))
-                .with_batch_size(8192)
-                .build()
-                .map_err(|e| snapshot_err(&file.meta, e))?;
+        let Some((file, range, mut stream)) = reading.pop_front() else {
+            break;
+        };
+        let here = &wanted[range];
         let mut kinds = here.iter();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| snapshot_err(&file.meta, e))?;
+        while let Some(batch) = stream.recv().await {
+            let batch = batch?;
             let rows = batch.num_rows();
             let mut is_update = Vec::with_capacity(rows);
             let mut update_pos = Vec::new();
@@ -672,10 +742,12 @@ pub(super) async fn diff(
                 file.meta.location
             )));
         }
-        first = end;
     }
     out.finish()?;
-    eprintln!("[index] changes written: {:?}", started.elapsed());
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "diff: changes written"
+    );
     report.unchanged = clean_rows.saturating_sub(report.inserts + report.updates);
 
     // The commit reads the snapshot as the join path registers it.
@@ -692,6 +764,96 @@ pub(super) async fn diff(
         new_schema,
         report,
         options,
+    })
+}
+
+/// Reads the rows of `file` at `positions` (ascending; the top bit is a flag, `first` the
+/// file's first position): the key and the mapped columns, on a task of its own.
+fn spawn_selected_reader(
+    store: &Arc<dyn ObjectStore>,
+    file: &SnapshotFile,
+    first: u64,
+    positions: &[u64],
+    n_cols: usize,
+) -> tokio::sync::mpsc::Receiver<Result<RecordBatch, EngineError>> {
+    let end = first + file.rows;
+    let mut selectors = Vec::with_capacity(positions.len() * 2);
+    let mut at = first;
+    for p in positions {
+        let p = p & POS_MASK;
+        if p > at {
+            selectors.push(RowSelector::skip((p - at) as usize));
+        }
+        selectors.push(RowSelector::select(1));
+        at = p + 1;
+    }
+    if end > at {
+        selectors.push(RowSelector::skip((end - at) as usize));
+    }
+    // A few MB of batches may wait for the consumer, so the next file decodes meanwhile.
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let reader = StoreReader::new(Arc::clone(store), &file.meta);
+    let meta = file.meta.clone();
+    let reader_meta = file.reader_meta.clone();
+    tokio::spawn(async move {
+        let projection = ProjectionMask::roots(
+            reader_meta.parquet_schema(),
+            std::iter::once(0).chain(2..2 + n_cols),
+        );
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_meta)
+            .with_projection(projection)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(8192)
+            .build();
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Err(snapshot_err(&meta, e))).await;
+                return;
+            }
+        };
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| snapshot_err(&meta, e));
+            let failed = batch.is_err();
+            if tx.send(batch).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A batch of the model's rows with each row's key, key identity (`None`: a NULL key part)
+/// and row hash.
+struct Hashed {
+    batch: RecordBatch,
+    keys: arrow::array::StringArray,
+    ids: Vec<Option<KeyId>>,
+    hashes: UInt64Array,
+}
+
+fn hash_batch(
+    batch: RecordBatch,
+    key_indices: &[usize],
+    column_indices: &[usize],
+) -> Result<Hashed, EngineError> {
+    let rows = batch.num_rows();
+    let key_cols: Vec<&dyn Array> = key_indices
+        .iter()
+        .map(|i| batch.column(*i).as_ref())
+        .collect();
+    let keys = canonical::key_strings(&key_cols, rows).map_err(arrow_err)?;
+    let values: Vec<&dyn Array> = column_indices
+        .iter()
+        .map(|i| batch.column(*i).as_ref())
+        .collect();
+    let hashes = canonical::row_hashes(&values, rows).map_err(arrow_err)?;
+    let ids = keys.iter().map(|k| k.map(KeyId::of)).collect();
+    Ok(Hashed {
+        batch,
+        keys,
+        ids,
+        hashes,
     })
 }
 

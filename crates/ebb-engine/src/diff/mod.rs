@@ -17,6 +17,10 @@
 //!    the destination accepted; rejected keys keep their old state, so they differ again on
 //!    the next run and are retried.
 //!
+//! Steps 1-4 above are the join path. When the sync has a snapshot whose in-memory index
+//! fits the memory budget, [`index`] does the same work reading each file about once, with
+//! identical results (its module doc says how).
+//!
 //! This file is the DataFusion engine (lakes, and any warehouse whose rows stream in);
 //! snapshots are Parquet on object_store ([`snapshot`]). [`postgres`] is the
 //! warehouse-native engine. [`diff_model`] picks one by [`DiffEngine`]; both emit the same
