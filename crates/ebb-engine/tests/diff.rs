@@ -237,6 +237,18 @@ async fn deliver(
     store: &SnapshotStore,
     reject: &dyn Fn(&str) -> bool,
 ) -> (Vec<Change>, u64, u64) {
+    let (observed, rejected) = observe(&pending, reject);
+    let report = pending.report().clone();
+    pending.commit(store, &rejected).await.unwrap();
+    (
+        observed,
+        report.bad_keys.null_key_rows,
+        report.bad_keys.duplicate_keys,
+    )
+}
+
+/// Every change of `pending`, sorted by key, and the keys of those `reject` refuses.
+fn observe(pending: &PendingDiff, reject: &dyn Fn(&str) -> bool) -> (Vec<Change>, HashSet<String>) {
     let mut observed = Vec::new();
     let mut rejected = HashSet::new();
     for cb in pending.changes().unwrap() {
@@ -255,14 +267,8 @@ async fn deliver(
         }
     }
     observed.sort_by(|a, b| a.0.cmp(&b.0));
-    let report = pending.report().clone();
-    assert_eq!(report.changes(), observed.len() as u64);
-    pending.commit(store, &rejected).await.unwrap();
-    (
-        observed,
-        report.bad_keys.null_key_rows,
-        report.bad_keys.duplicate_keys,
-    )
+    assert_eq!(pending.report().changes(), observed.len() as u64);
+    (observed, rejected)
 }
 
 /// Applies observed changes that were not rejected to the delivered state.
@@ -1153,4 +1159,168 @@ async fn a_tight_memory_limit_takes_the_spilling_path() {
             .sum::<usize>(),
         11000
     );
+}
+
+/// One diff with `options`, read in full and committed if `commit`: the changes, the report, and
+/// whether it ran against the snapshot's in-memory index (the fast path stages only its
+/// candidates; the join path stages every new row).
+async fn run_with(
+    store: &SnapshotStore,
+    rows: &[Row],
+    options: DiffOptions,
+    commit: bool,
+) -> (Vec<Change>, ebb_engine::diff::DiffReport, bool) {
+    let pending = diff(stream(rows, 0), spec(), store, options).await.unwrap();
+    let by_index = pending.staging_dir().join("candidates.parquet").exists();
+    assert_ne!(
+        by_index,
+        pending.staging_dir().join("new.parquet").exists(),
+        "one path or the other"
+    );
+    let report = pending.report().clone();
+    let (changes, _) = observe(&pending, &|_| false);
+    if commit {
+        pending.commit(store, &HashSet::new()).await.unwrap();
+    }
+    (changes, report, by_index)
+}
+
+/// Rows whose state is what `reference` compares: a committed run's rows, keyed.
+fn state_of(rows: &[Row]) -> BTreeMap<i64, Vec<V>> {
+    rows.iter().map(|r| (r.id.unwrap(), r.values())).collect()
+}
+
+/// Duplicated keys on the index path: a new key seen twice (the first row a candidate
+/// insert), an updated delivered key seen twice (the first row a candidate update), an
+/// unchanged delivered key seen twice, and a key seen three times. None is sent, none of
+/// the delivered ones is deleted, and the report counts them as the join path does.
+#[tokio::test]
+async fn duplicate_keys_on_the_index_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::local(tmp.path()).unwrap();
+    let first: Vec<Row> = (0..10).map(|i| row(i, "a", i as f64)).collect();
+    let (_, report, by_index) = run_with(&store, &first, DiffOptions::default(), true).await;
+    assert_eq!((report.inserts, by_index), (10, false), "a first run joins");
+
+    let mut second = first.clone();
+    second[3] = row(3, "changed", 3.0);
+    second.push(row(3, "changed again", 3.0)); // updated, then duplicated
+    second.push(row(4, "a", 4.0)); // unchanged, then duplicated
+    second.push(row(20, "new", 0.0)); // inserted, then duplicated
+    second.push(row(20, "new", 0.0));
+    second.push(row(21, "new", 0.0)); // three times
+    second.push(row(21, "new", 1.0));
+    second.push(row(21, "new", 2.0));
+    second.push(row(22, "new", 0.0)); // a clean insert
+    second[7] = row(7, "changed", 7.0); // a clean update
+    second.remove(9); // a clean delete
+    second.push(Row {
+        id: None,
+        ..row(0, "nokey", 0.0)
+    });
+    let (changes, report, by_index) = run_with(&store, &second, DiffOptions::default(), true).await;
+    assert!(by_index);
+    let (expected, null_keys, dup_keys) = reference(&state_of(&first), &second);
+    assert_eq!(changes, expected);
+    let keys: Vec<(&str, Op)> = changes.iter().map(|c| (c.0.as_str(), c.1)).collect();
+    assert_eq!(
+        keys,
+        vec![("22", Op::Insert), ("7", Op::Update), ("9", Op::Delete)]
+    );
+    let bad = &report.bad_keys;
+    assert_eq!(
+        (bad.null_key_rows, bad.duplicate_keys),
+        (null_keys, dup_keys)
+    );
+    assert_eq!((bad.duplicate_keys, bad.duplicate_rows), (4, 9));
+    assert_eq!(bad.sample_duplicates, ["20", "21", "3", "4"]);
+    assert_eq!(
+        (
+            report.inserts,
+            report.updates,
+            report.deletes,
+            report.unchanged
+        ),
+        (1, 1, 1, 6)
+    );
+}
+
+/// The same run diffed by index (no memory limit) and by the spilling join (a limit too
+/// small for the index) gives the same changes and the same report. Under a limit that fits
+/// the index but not all the new keys, the duplicate check ends with the exact `GROUP BY`
+/// over the insert candidates, with the same result again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_the_join_and_the_overflow_agree() {
+    let n = 800_000i64;
+    let first: Vec<Row> = (0..n).map(|i| row(i, "x", i as f64)).collect();
+    let mut second: Vec<Row> = first
+        .iter()
+        .filter(|r| r.id.unwrap() % 97 != 1)
+        .map(|r| {
+            let id = r.id.unwrap();
+            if id % 50 == 2 {
+                row(id, "y", r.amount.unwrap())
+            } else {
+                r.clone()
+            }
+        })
+        .collect();
+    second.extend((n..n + 120_000).map(|i| row(i, "new", 0.0)));
+    // Duplicates among the new keys, late in the stream (past the new-key budget) and early,
+    // of a delivered key and of an updated one.
+    for id in [n + 119_990, n + 119_999, n + 5, 10, 52] {
+        second.push(row(id, "dup", 1.0));
+    }
+    let (expected, _, exp_dups) = reference(&state_of(&first), &second);
+
+    // The first run, committed once and copied for each case.
+    let template = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::local(template.path()).unwrap();
+    run_with(&store, &first, DiffOptions::default(), true).await;
+
+    // The index of 800,000 keys takes about 34.6 MB and may take half the limit: 64 MiB is
+    // too small (the join); 72 MiB fits it and leaves room for about 55,000 new keys.
+    let mut results = Vec::new();
+    for (limit, by_index_expected) in [
+        (None, true),
+        (Some(64 << 20), false),
+        (Some(72 << 20), true),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(template.path(), tmp.path());
+        let store = SnapshotStore::local(tmp.path()).unwrap();
+        let options = DiffOptions {
+            memory_limit: limit,
+            staging_dir: Some(tmp.path().join("staging")),
+            ..DiffOptions::default()
+        };
+        // (Not committed: the commit's own join needs more than these limits.)
+        let (changes, report, by_index) = run_with(&store, &second, options, false).await;
+        assert_eq!(by_index, by_index_expected, "limit {limit:?}");
+        assert!(
+            changes == expected,
+            "limit {limit:?}: changes differ from the reference"
+        );
+        assert_eq!(report.bad_keys.duplicate_keys, exp_dups);
+        results.push(report);
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+    assert_eq!(
+        results[0].bad_keys.sample_duplicates,
+        ["10", "52", "800005", "919990", "919999"]
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

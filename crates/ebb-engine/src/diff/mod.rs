@@ -17,12 +17,17 @@
 //!    the destination accepted; rejected keys keep their old state, so they differ again on
 //!    the next run and are retried.
 //!
+//! Steps 1-4 above are the join path. When the sync has a snapshot whose in-memory index
+//! fits the memory budget, [`index`] does the same work reading each file about once, with
+//! identical results (its module doc says how).
+//!
 //! This file is the DataFusion engine (lakes, and any warehouse whose rows stream in);
 //! snapshots are Parquet on object_store ([`snapshot`]). [`postgres`] is the
 //! warehouse-native engine. [`diff_model`] picks one by [`DiffEngine`]; both emit the same
 //! ChangeBatches and follow the same commit protocol (see `docs/diff.md`).
 
 pub mod canonical;
+mod index;
 pub mod postgres;
 pub mod snapshot;
 
@@ -394,12 +399,40 @@ pub async fn diff(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let new_schema: SchemaRef = Arc::new(Schema::new(staged_fields));
-    let new_path = staging.path().join("new.parquet");
-    let file = File::create(&new_path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
 
     // The last committed snapshot, or an empty one.
     let base = snapshots.current(&spec.sync).await?;
     report.base_version = base.as_ref().map(|m| m.version);
+
+    // The fast path, when the snapshot's index fits the memory budget.
+    if let Some(plan) =
+        index::plan(snapshots, base.as_ref(), &new_schema, &columns, &options).await?
+        && let Some(built) = index::build(plan, snapshots).await?
+        && let Some(base) = base.clone()
+    {
+        let pending = index::diff(
+            built,
+            input,
+            spec,
+            columns,
+            key_indices,
+            column_indices,
+            new_schema,
+            base,
+            snapshots,
+            staging,
+            ctx,
+            options,
+            report,
+        )
+        .await?;
+        return Ok(PendingDiff {
+            inner: Inner::DataFusion(Box::new(pending)),
+        });
+    }
+
+    let new_path = staging.path().join("new.parquet");
+    let file = File::create(&new_path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
 
     // A thread writes staging while this task reads and hashes the next batches.
     let (to_writer, batches) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
@@ -632,6 +665,129 @@ fn changes_schema(entity: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Writes the changes file: ChangeBatches over the mapped columns plus the new row hash,
+/// numbered in write order, with `_ebb_changed` for updates.
+struct ChangeWriter<'a> {
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    entity_schema: SchemaRef,
+    /// Mapped columns in canonical order.
+    columns: &'a [String],
+    full_resync: bool,
+    seq: u64,
+}
+
+impl<'a> ChangeWriter<'a> {
+    /// `new_schema` is a staged row's: key, hash, then the mapped columns.
+    fn create(
+        path: &Path,
+        new_schema: &Schema,
+        columns: &'a [String],
+        full_resync: bool,
+    ) -> Result<Self, EngineError> {
+        let entity_schema = Arc::new(Schema::new(new_schema.fields()[2..].to_vec()));
+        let schema = changes_schema(&entity_schema);
+        let file = File::create(path).map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
+        let writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(staging_properties()))
+            .map_err(parquet_err)?;
+        Ok(ChangeWriter {
+            writer,
+            schema,
+            entity_schema,
+            columns,
+            full_resync,
+            seq: 0,
+        })
+    }
+
+    /// Writes one batch of changed keys. `ops` are 1 (insert), 2 (hash differs) or 3
+    /// (delete); `new_cols` and `old_cols` (mapped columns, canonical order, the new row's
+    /// types) hold the new values (NULL for deletes) and the delivered ones (NULL for
+    /// inserts). A key whose values are all the same under a different hash is left out.
+    fn write(
+        &mut self,
+        keys: &StringArray,
+        ops: &arrow::array::UInt8Array,
+        hashes: &arrow::array::UInt64Array,
+        new_cols: &[ArrayRef],
+        old_cols: &[ArrayRef],
+        report: &mut DiffReport,
+    ) -> Result<(), EngineError> {
+        let rows = keys.len();
+        let mut keep = Vec::with_capacity(rows);
+        let mut out_ops = Vec::with_capacity(rows);
+        let mut out_keys = Vec::with_capacity(rows);
+        let mut out_seqs = Vec::with_capacity(rows);
+        let mut out_changed: Vec<Option<Vec<String>>> = Vec::with_capacity(rows);
+        let mut is_delete = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let op = match ops.value(row) {
+                1 if self.full_resync => Op::Upsert,
+                1 => Op::Insert,
+                3 => Op::Delete,
+                _ if self.full_resync => Op::Upsert,
+                _ => Op::Update,
+            };
+            let changed = if op == Op::Update {
+                let mut names = Vec::new();
+                for (i, name) in self.columns.iter().enumerate() {
+                    if !canonical::same_value(new_cols[i].as_ref(), row, old_cols[i].as_ref(), row)
+                        .map_err(arrow_err)?
+                    {
+                        names.push(name.clone());
+                    }
+                }
+                if names.is_empty() {
+                    // Same values under a different hash (the mapping gained an empty
+                    // column): nothing to send.
+                    keep.push(false);
+                    continue;
+                }
+                Some(names)
+            } else {
+                None
+            };
+            keep.push(true);
+            is_delete.push(op == Op::Delete);
+            out_ops.push(op);
+            out_keys.push(Key::single(keys.value(row)));
+            out_seqs.push(self.seq);
+            self.seq += 1;
+            out_changed.push(changed);
+            match op {
+                Op::Insert => report.inserts += 1,
+                Op::Delete => report.deletes += 1,
+                Op::Update | Op::Upsert => report.updates += 1,
+            }
+        }
+        if out_ops.is_empty() {
+            return Ok(());
+        }
+        let keep = BooleanArray::from(keep);
+        let mask = BooleanArray::from(is_delete);
+        let mut entity_cols: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for (n, o) in new_cols.iter().zip(old_cols) {
+            let n = arrow::compute::filter(n.as_ref(), &keep).map_err(arrow_err)?;
+            let o = arrow::compute::filter(o.as_ref(), &keep).map_err(arrow_err)?;
+            entity_cols.push(arrow::compute::kernels::zip::zip(&mask, &o, &n).map_err(arrow_err)?);
+        }
+        let kept_hashes = arrow::compute::filter(hashes, &keep).map_err(arrow_err)?;
+        let entity = RecordBatch::try_new(Arc::clone(&self.entity_schema), entity_cols)
+            .map_err(arrow_err)?;
+        let cb = ChangeBatch::from_parts(&out_ops, &out_keys, &out_seqs, &out_changed, &entity)
+            .map_err(arrow_err)?;
+        let mut cols = cb.into_batch().columns().to_vec();
+        cols.push(kept_hashes);
+        let staged = RecordBatch::try_new(Arc::clone(&self.schema), cols).map_err(arrow_err)?;
+        self.writer.write(&staged).map_err(parquet_err)
+    }
+
+    fn finish(self) -> Result<(), EngineError> {
+        self.writer.close().map_err(parquet_err)?;
+        Ok(())
+    }
+}
+
 /// Staging files are written once and read once or twice, locally: plain encoding, no
 /// compression, no statistics (see [`session`]), so writing them costs little CPU.
 fn staging_properties() -> datafusion::parquet::file::properties::WriterProperties {
@@ -731,10 +887,6 @@ impl PendingDiff {
 impl DataFusionDiff {
     fn changes_path(&self) -> PathBuf {
         self.staging.path().join("changes.parquet")
-    }
-
-    fn changes_schema(&self) -> SchemaRef {
-        changes_schema(&Schema::new(self.new_schema.fields()[2..].to_vec()))
     }
 
     /// `rel` (`new` or `old`) without the duplicated keys, as SQL.
@@ -879,110 +1031,40 @@ impl DataFusionDiff {
             .await
             .map_err(df_err)?;
 
-        let schema = self.changes_schema();
-        let file = File::create(self.changes_path())
-            .map_err(|e| EngineError::Diff(format!("staging: {e}")))?;
-        let mut writer =
-            ArrowWriter::try_new(file, Arc::clone(&schema), Some(staging_properties()))
-                .map_err(parquet_err)?;
+        let mut out = ChangeWriter::create(
+            &self.changes_path(),
+            &self.new_schema,
+            &self.columns,
+            self.options.full_resync,
+        )?;
         let n_cols = self.columns.len();
         let new_types: Vec<DataType> = self.new_schema.fields()[2..]
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let mut seq: u64 = 0;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(df_err)?;
             let rows = batch.num_rows();
-            let keys = batch.column(0).as_string::<i32>();
             let ops = cast(batch.column(1), &DataType::UInt8).map_err(arrow_err)?;
-            let ops = ops.as_primitive::<UInt8Type>();
-            let hashes = batch.column(2).as_primitive::<UInt64Type>();
-            let new_cols: Vec<&ArrayRef> = (0..n_cols).map(|i| batch.column(3 + i)).collect();
+            let new_cols: Vec<ArrayRef> = (0..n_cols)
+                .map(|i| Arc::clone(batch.column(3 + i)))
+                .collect();
             let old_cols: Vec<ArrayRef> = (0..n_cols)
                 .map(|i| {
                     let old = batch.column(3 + n_cols + i);
                     cast(old, &new_types[i]).unwrap_or_else(|_| new_null_array(&new_types[i], rows))
                 })
                 .collect();
-
-            let mut keep = Vec::with_capacity(rows);
-            let mut out_ops = Vec::with_capacity(rows);
-            let mut out_keys = Vec::with_capacity(rows);
-            let mut out_seqs = Vec::with_capacity(rows);
-            let mut out_changed: Vec<Option<Vec<String>>> = Vec::with_capacity(rows);
-            let mut is_delete = Vec::with_capacity(rows);
-            for row in 0..rows {
-                let op = match ops.value(row) {
-                    1 if self.options.full_resync => Op::Upsert,
-                    1 => Op::Insert,
-                    3 => Op::Delete,
-                    _ if self.options.full_resync => Op::Upsert,
-                    _ => Op::Update,
-                };
-                let changed = if op == Op::Update {
-                    let mut names = Vec::new();
-                    for (i, name) in self.columns.iter().enumerate() {
-                        if !canonical::same_value(
-                            new_cols[i].as_ref(),
-                            row,
-                            old_cols[i].as_ref(),
-                            row,
-                        )
-                        .map_err(arrow_err)?
-                        {
-                            names.push(name.clone());
-                        }
-                    }
-                    if names.is_empty() {
-                        // Same values under a different hash (the mapping gained an empty
-                        // column): nothing to send.
-                        keep.push(false);
-                        continue;
-                    }
-                    Some(names)
-                } else {
-                    None
-                };
-                keep.push(true);
-                is_delete.push(op == Op::Delete);
-                out_ops.push(op);
-                out_keys.push(Key::single(keys.value(row)));
-                out_seqs.push(seq);
-                seq += 1;
-                out_changed.push(changed);
-                match op {
-                    Op::Insert => self.report.inserts += 1,
-                    Op::Delete => self.report.deletes += 1,
-                    Op::Update | Op::Upsert => self.report.updates += 1,
-                }
-            }
-            let keep = BooleanArray::from(keep);
-            let mask = BooleanArray::from(is_delete);
-            let mut entity_cols: Vec<ArrayRef> = Vec::with_capacity(n_cols);
-            for i in 0..n_cols {
-                let n = arrow::compute::filter(new_cols[i].as_ref(), &keep).map_err(arrow_err)?;
-                let o = arrow::compute::filter(old_cols[i].as_ref(), &keep).map_err(arrow_err)?;
-                entity_cols
-                    .push(arrow::compute::kernels::zip::zip(&mask, &o, &n).map_err(arrow_err)?);
-            }
-            let kept_hashes = arrow::compute::filter(hashes, &keep).map_err(arrow_err)?;
-            if out_ops.is_empty() {
-                continue;
-            }
-            let entity = RecordBatch::try_new(
-                Arc::new(Schema::new(self.new_schema.fields()[2..].to_vec())),
-                entity_cols,
-            )
-            .map_err(arrow_err)?;
-            let cb = ChangeBatch::from_parts(&out_ops, &out_keys, &out_seqs, &out_changed, &entity)
-                .map_err(arrow_err)?;
-            let mut cols = cb.into_batch().columns().to_vec();
-            cols.push(kept_hashes);
-            let staged = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(arrow_err)?;
-            writer.write(&staged).map_err(parquet_err)?;
+            out.write(
+                batch.column(0).as_string::<i32>(),
+                ops.as_primitive::<UInt8Type>(),
+                batch.column(2).as_primitive::<UInt64Type>(),
+                &new_cols,
+                &old_cols,
+                &mut self.report,
+            )?;
         }
-        writer.close().map_err(parquet_err)?;
+        out.finish()?;
         if !skip_all {
             self.report.unchanged =
                 clean_rows.saturating_sub(self.report.inserts + self.report.updates);

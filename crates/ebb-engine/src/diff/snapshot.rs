@@ -77,6 +77,24 @@ impl SnapshotStore {
         format!("{}{sync}/v{version:06}/", self.root)
     }
 
+    /// The Parquet files of a committed version, in path order (the order positions in the
+    /// snapshot count rows in).
+    pub(crate) async fn version_files(
+        &self,
+        sync: &str,
+        version: u64,
+    ) -> Result<Vec<object_store::ObjectMeta>, EngineError> {
+        let prefix = self.path(&format!("{sync}/v{version:06}/"));
+        let mut files: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_filter(|meta| futures::future::ready(meta.location.as_ref().ends_with(".parquet")))
+            .try_collect()
+            .await?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
+    }
+
     fn path(&self, rel: &str) -> StorePath {
         let full = format!("{}{rel}", self.root.path().trim_start_matches('/'));
         StorePath::from(full.as_str())
