@@ -80,9 +80,10 @@ impl Period {
     }
 }
 
-/// Year, month (1..=12) and day (1..=31) of a day number (proleptic Gregorian).
+/// Year, month (1..=12) and day (1..=31) of a day number (days since 1970-01-01, proleptic
+/// Gregorian).
 #[inline]
-fn civil(days: i64) -> (i64, i64, i64) {
+pub fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -302,6 +303,7 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_782), (2024, 2, 29));
         assert_eq!(civil(-1), (1969, 12, 31));
+        assert_eq!(civil(20_788), (2026, 12, 1));
     }
 
     #[test]
