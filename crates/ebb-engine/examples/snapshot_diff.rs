@@ -8,6 +8,7 @@
 //! Each phase is its own process so its peak memory can be measured alone. `diff` prints one
 //! JSON line: `{"seconds", "inserts", "updates", "deletes", "unchanged", "peak_rss_bytes"}`.
 //! `EBB_DIFF_MEMORY_LIMIT` (bytes) sets the diff's memory limit (default: DiffOptions').
+//! `RUST_LOG=ebb_engine=debug` prints the diff's phases with their times, on stderr.
 
 use std::time::Instant;
 
@@ -65,6 +66,12 @@ async fn input(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let (verb, file, dir) = match args.as_slice() {
         [_, verb, file, dir] => (verb.as_str(), file.as_str(), dir.as_str()),

@@ -25,7 +25,10 @@
 //! Dictionary-encoded values encode as their dictionary value. Keys (`_ebb_key`) use the
 //! text form described in `ebb_core::change::Key`.
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, StringArray, StringBuilder,
+    UInt64Array,
+};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type, Float64Type,
     Int8Type, Int16Type, Int32Type, Int64Type, Time32MillisecondType, Time32SecondType,
@@ -184,25 +187,20 @@ pub fn encode_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) -> Result<
 }
 
 fn float(v: f64, out: &mut Vec<u8>) {
-    let v = if v == 0.0 {
-        0.0
+    out.push(FLOAT);
+    out.extend_from_slice(&float_bits(v));
+}
+
+/// A float's payload: `-0.0` as `0.0`, every NaN as one NaN.
+fn float_bits(v: f64) -> [u8; 8] {
+    let bits = if v == 0.0 {
+        0
     } else if v.is_nan() {
-        f64::NAN
-    } else {
-        v
-    };
-    let bits = if v.is_nan() {
         0x7ff8_0000_0000_0000
     } else {
         v.to_bits()
     };
-    out.push(FLOAT);
-    out.extend_from_slice(&bits.to_be_bytes());
-}
-
-fn timestamp(nanos: i128, out: &mut Vec<u8>) {
-    out.push(TIMESTAMP);
-    out.extend_from_slice(&nanos.to_be_bytes());
+    bits.to_be_bytes()
 }
 
 fn text(bytes: &[u8], tag: u8, out: &mut Vec<u8>) {
@@ -211,125 +209,284 @@ fn text(bytes: &[u8], tag: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// Appends the canonical encoding of one row of a column; resolved once per column and
-/// batch, so encoding a cell costs no type dispatch.
-type CellEncoder<'a> = Box<dyn Fn(usize, &mut Vec<u8>) -> Result<(), ArrowError> + 'a>;
+/// A column's cells, encoded a whole column at a time: [`row_hashes`] first asks every
+/// column for each row's encoded length, lays the rows out end to end in one buffer, then has
+/// each column write its cells into place. Type dispatch happens once per column and batch,
+/// and each loop is over one type.
+trait ColumnEncoding {
+    /// Adds the length of each row's encoded cell to `lens`.
+    fn add_lens(&self, lens: &mut [usize]);
+    /// Writes each row's cell at `at[row]` of `buf` and moves `at[row]` past it.
+    fn write(&self, buf: &mut [u8], at: &mut [usize]);
+}
 
-/// The encoder of `array`'s cells: typed fast paths for the common types, [`encode_value`]
-/// for the rest. Both write the same bytes (a unit test holds them to it).
-fn cell_encoder<'a>(array: &'a dyn Array) -> CellEncoder<'a> {
-    macro_rules! prim {
-        ($t:ty, |$v:ident, $out:ident| $body:expr) => {{
-            let a = array.as_primitive::<$t>();
-            Box::new(move |row, $out: &mut Vec<u8>| {
-                if a.is_null(row) {
-                    $out.push(NULL);
-                } else {
-                    let $v = a.value(row);
-                    $body
-                }
-                Ok(())
-            })
-        }};
-    }
-    macro_rules! int {
-        ($t:ty) => {
-            prim!($t, |v, out| {
-                out.push(INT);
-                out.extend_from_slice(&(v as i128).to_be_bytes());
-            })
-        };
-    }
-    macro_rules! bytes {
-        ($a:expr, $tag:expr) => {{
-            let a = $a;
-            Box::new(move |row, out: &mut Vec<u8>| {
-                if a.is_null(row) {
-                    out.push(NULL);
-                } else {
-                    text(a.value(row).as_ref(), $tag, out);
-                }
-                Ok(())
-            })
-        }};
-    }
-    match array.data_type() {
-        DataType::Boolean => {
-            let a = array.as_boolean();
-            Box::new(move |row, out: &mut Vec<u8>| {
-                if a.is_null(row) {
-                    out.push(NULL);
-                } else {
-                    out.push(BOOL);
-                    out.push(u8::from(a.value(row)));
-                }
-                Ok(())
-            })
+/// A fixed-width value: its tag and `W` payload bytes.
+struct Fixed<'a, T: ArrowPrimitiveType, F, const W: usize> {
+    array: &'a PrimitiveArray<T>,
+    tag: u8,
+    payload: F,
+}
+
+impl<T, F, const W: usize> ColumnEncoding for Fixed<'_, T, F, W>
+where
+    T: ArrowPrimitiveType,
+    F: Fn(T::Native) -> [u8; W],
+{
+    fn add_lens(&self, lens: &mut [usize]) {
+        for (row, len) in lens.iter_mut().enumerate() {
+            *len += if self.array.is_null(row) { 1 } else { 1 + W };
         }
-        DataType::Int8 => int!(Int8Type),
-        DataType::Int16 => int!(Int16Type),
-        DataType::Int32 => int!(Int32Type),
-        DataType::Int64 => int!(Int64Type),
-        DataType::UInt8 => int!(UInt8Type),
-        DataType::UInt16 => int!(UInt16Type),
-        DataType::UInt32 => int!(UInt32Type),
-        DataType::UInt64 => int!(UInt64Type),
-        DataType::Float32 => prim!(Float32Type, |v, out| float(f64::from(v), out)),
-        DataType::Float64 => prim!(Float64Type, |v, out| float(v, out)),
+    }
+
+    fn write(&self, buf: &mut [u8], at: &mut [usize]) {
+        let values = self.array.values();
+        let nulls = self.array.nulls().filter(|n| n.null_count() > 0);
+        for (row, at) in at.iter_mut().enumerate() {
+            if nulls.is_some_and(|n| n.is_null(row)) {
+                buf[*at] = NULL;
+                *at += 1;
+            } else {
+                let cell = &mut buf[*at..*at + 1 + W];
+                cell[0] = self.tag;
+                cell[1..].copy_from_slice(&(self.payload)(values[row]));
+                *at += 1 + W;
+            }
+        }
+    }
+}
+
+fn fixed<'a, T, F, const W: usize>(
+    array: &'a dyn Array,
+    tag: u8,
+    payload: F,
+) -> Box<dyn ColumnEncoding + 'a>
+where
+    T: ArrowPrimitiveType,
+    F: Fn(T::Native) -> [u8; W] + 'a,
+{
+    Box::new(Fixed {
+        array: array.as_primitive::<T>(),
+        tag,
+        payload,
+    })
+}
+
+/// Length-prefixed bytes (text and binary of every layout).
+struct Bytes<F> {
+    nulls: Option<arrow::buffer::NullBuffer>,
+    tag: u8,
+    value: F,
+}
+
+impl<F> Bytes<F> {
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+    }
+}
+
+impl<'a, F: Fn(usize) -> &'a [u8]> ColumnEncoding for Bytes<F> {
+    fn add_lens(&self, lens: &mut [usize]) {
+        for (row, len) in lens.iter_mut().enumerate() {
+            *len += if self.is_null(row) {
+                1
+            } else {
+                5 + (self.value)(row).len()
+            };
+        }
+    }
+
+    fn write(&self, buf: &mut [u8], at: &mut [usize]) {
+        for (row, at) in at.iter_mut().enumerate() {
+            if self.is_null(row) {
+                buf[*at] = NULL;
+                *at += 1;
+            } else {
+                let v = (self.value)(row);
+                let cell = &mut buf[*at..*at + 5 + v.len()];
+                cell[0] = self.tag;
+                cell[1..5].copy_from_slice(&(v.len() as u32).to_be_bytes());
+                cell[5..].copy_from_slice(v);
+                *at += 5 + v.len();
+            }
+        }
+    }
+}
+
+fn bytes<'a>(
+    array: &'a dyn Array,
+    tag: u8,
+    value: impl Fn(usize) -> &'a [u8] + 'a,
+) -> Box<dyn ColumnEncoding + 'a> {
+    Box::new(Bytes {
+        nulls: array.nulls().filter(|n| n.null_count() > 0).cloned(),
+        tag,
+        value,
+    })
+}
+
+/// Booleans: tag and one byte.
+struct Bool<'a>(&'a arrow::array::BooleanArray);
+
+impl ColumnEncoding for Bool<'_> {
+    fn add_lens(&self, lens: &mut [usize]) {
+        for (row, len) in lens.iter_mut().enumerate() {
+            *len += if self.0.is_null(row) { 1 } else { 2 };
+        }
+    }
+
+    fn write(&self, buf: &mut [u8], at: &mut [usize]) {
+        for (row, at) in at.iter_mut().enumerate() {
+            if self.0.is_null(row) {
+                buf[*at] = NULL;
+                *at += 1;
+            } else {
+                buf[*at] = BOOL;
+                buf[*at + 1] = u8::from(self.0.value(row));
+                *at += 2;
+            }
+        }
+    }
+}
+
+/// Any other type: each cell through [`encode_value`], once, up front.
+struct ByValue {
+    encoded: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl ColumnEncoding for ByValue {
+    fn add_lens(&self, lens: &mut [usize]) {
+        let mut start = 0;
+        for (len, end) in lens.iter_mut().zip(&self.ends) {
+            *len += end - start;
+            start = *end;
+        }
+    }
+
+    fn write(&self, buf: &mut [u8], at: &mut [usize]) {
+        let mut start = 0;
+        for (at, end) in at.iter_mut().zip(&self.ends) {
+            let cell = &self.encoded[start..*end];
+            buf[*at..*at + cell.len()].copy_from_slice(cell);
+            *at += cell.len();
+            start = *end;
+        }
+    }
+}
+
+fn int_payload<N: Into<i128>>(v: N) -> [u8; 16] {
+    v.into().to_be_bytes()
+}
+
+/// The encoding of `array`'s cells: typed loops for the common types, [`encode_value`] for
+/// the rest. Both write the same bytes (a unit test holds them to it).
+fn column_encoding<'a>(
+    array: &'a dyn Array,
+    rows: usize,
+) -> Result<Box<dyn ColumnEncoding + 'a>, ArrowError> {
+    Ok(match array.data_type() {
+        DataType::Boolean => Box::new(Bool(array.as_boolean())),
+        DataType::Int8 => fixed::<Int8Type, _, 16>(array, INT, int_payload),
+        DataType::Int16 => fixed::<Int16Type, _, 16>(array, INT, int_payload),
+        DataType::Int32 => fixed::<Int32Type, _, 16>(array, INT, int_payload),
+        DataType::Int64 => fixed::<Int64Type, _, 16>(array, INT, int_payload),
+        DataType::UInt8 => fixed::<UInt8Type, _, 16>(array, INT, int_payload),
+        DataType::UInt16 => fixed::<UInt16Type, _, 16>(array, INT, int_payload),
+        DataType::UInt32 => fixed::<UInt32Type, _, 16>(array, INT, int_payload),
+        DataType::UInt64 => fixed::<UInt64Type, _, 16>(array, INT, int_payload),
+        DataType::Float32 => fixed::<Float32Type, _, 8>(array, FLOAT, |v| float_bits(f64::from(v))),
+        DataType::Float64 => fixed::<Float64Type, _, 8>(array, FLOAT, float_bits),
         DataType::Decimal128(_, scale) => {
             let scale = *scale as u8;
-            prim!(Decimal128Type, |v, out| {
-                out.push(DECIMAL);
-                out.push(scale);
-                out.extend_from_slice(&v.to_be_bytes());
+            fixed::<Decimal128Type, _, 17>(array, DECIMAL, move |v| {
+                let mut p = [scale; 17];
+                p[1..].copy_from_slice(&v.to_be_bytes());
+                p
             })
         }
-        DataType::Utf8 => bytes!(array.as_string::<i32>(), TEXT),
-        DataType::LargeUtf8 => bytes!(array.as_string::<i64>(), TEXT),
-        DataType::Utf8View => bytes!(array.as_string_view(), TEXT),
-        DataType::Binary => bytes!(array.as_binary::<i32>(), BINARY),
-        DataType::LargeBinary => bytes!(array.as_binary::<i64>(), BINARY),
-        DataType::Date32 => prim!(Date32Type, |v, out| {
-            out.push(DATE);
-            out.extend_from_slice(&v.to_be_bytes());
-        }),
-        DataType::Timestamp(TimeUnit::Second, _) => prim!(TimestampSecondType, |v, out| {
-            timestamp(i128::from(v) * 1_000_000_000, out)
-        }),
+        DataType::Date32 => fixed::<Date32Type, _, 4>(array, DATE, |v| v.to_be_bytes()),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            fixed::<TimestampSecondType, _, 16>(array, TIMESTAMP, |v| {
+                (i128::from(v) * 1_000_000_000).to_be_bytes()
+            })
+        }
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            prim!(TimestampMillisecondType, |v, out| timestamp(
-                i128::from(v) * 1_000_000,
-                out
-            ))
+            fixed::<TimestampMillisecondType, _, 16>(array, TIMESTAMP, |v| {
+                (i128::from(v) * 1_000_000).to_be_bytes()
+            })
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            prim!(TimestampMicrosecondType, |v, out| timestamp(
-                i128::from(v) * 1_000,
-                out
-            ))
+            fixed::<TimestampMicrosecondType, _, 16>(array, TIMESTAMP, |v| {
+                (i128::from(v) * 1_000).to_be_bytes()
+            })
         }
         DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            prim!(TimestampNanosecondType, |v, out| timestamp(
-                i128::from(v),
-                out
-            ))
+            fixed::<TimestampNanosecondType, _, 16>(array, TIMESTAMP, int_payload)
         }
-        _ => Box::new(move |row, out: &mut Vec<u8>| encode_value(array, row, out)),
-    }
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            bytes(array, TEXT, move |row| a.value(row).as_bytes())
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            bytes(array, TEXT, move |row| a.value(row).as_bytes())
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            bytes(array, TEXT, move |row| a.value(row).as_bytes())
+        }
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            bytes(array, BINARY, move |row| a.value(row))
+        }
+        DataType::LargeBinary => {
+            let a = array.as_binary::<i64>();
+            bytes(array, BINARY, move |row| a.value(row))
+        }
+        _ => {
+            let mut encoded = Vec::with_capacity(rows * 16);
+            let mut ends = Vec::with_capacity(rows);
+            for row in 0..rows {
+                encode_value(array, row, &mut encoded)?;
+                ends.push(encoded.len());
+            }
+            Box::new(ByValue { encoded, ends })
+        }
+    })
 }
 
 /// The canonical hash of each row over `columns` (given in canonical order: ascending name).
 pub fn row_hashes(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, ArrowError> {
-    let encoders: Vec<CellEncoder<'_>> = columns.iter().map(|c| cell_encoder(*c)).collect();
-    let mut buf = Vec::with_capacity(256);
-    let mut hashes = Vec::with_capacity(rows);
-    for row in 0..rows {
-        buf.clear();
-        for encode in &encoders {
-            encode(row, &mut buf)?;
-        }
-        hashes.push(xxhash_rust::xxh3::xxh3_64(&buf));
+    let encodings = columns
+        .iter()
+        .map(|c| column_encoding(*c, rows))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut lens = vec![0usize; rows];
+    for e in &encodings {
+        e.add_lens(&mut lens);
     }
+    // Rows end to end: `at` starts at each row's first byte and ends past its last.
+    let mut at = Vec::with_capacity(rows);
+    let mut total = 0;
+    for len in &lens {
+        at.push(total);
+        total += len;
+    }
+    // Every byte is written below, so a buffer left from the last batch on this thread
+    // serves as it is (a fresh one would be zeroed first: a megabyte a batch).
+    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    let hashes: Vec<u64> = BUF.with_borrow_mut(|buf| {
+        if buf.len() < total {
+            buf.resize(total, 0);
+        }
+        for e in &encodings {
+            e.write(buf, &mut at);
+        }
+        at.iter()
+            .zip(&lens)
+            .map(|(end, len)| xxhash_rust::xxh3::xxh3_64(&buf[end - len..*end]))
+            .collect()
+    });
     Ok(UInt64Array::from(hashes))
 }
 

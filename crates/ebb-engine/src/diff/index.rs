@@ -54,6 +54,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
+use super::table::IdTable;
 use super::{
     ChangeWriter, DataFusionDiff, DiffOptions, DiffReport, DiffSpec, Manifest, PassThrough,
     SnapshotStore, arrow_err, canonical, df_err, parquet_err, quote, register_old,
@@ -63,10 +64,10 @@ use crate::EngineError;
 
 /// A key's identity in the index: the two halves of its `xxh3_128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct KeyId(u64, u64);
+pub(super) struct KeyId(pub(super) u64, pub(super) u64);
 
 impl KeyId {
-    fn of(key: &str) -> KeyId {
+    pub(super) fn of(key: &str) -> KeyId {
         let h = xxhash_rust::xxh3::xxh3_128(key.as_bytes());
         KeyId(h as u64, (h >> 64) as u64)
     }
@@ -84,9 +85,9 @@ type IdMap<V> = HashMap<KeyId, V, BuildHasherDefault<PassThrough>>;
 /// An indexed (delivered) key: its row hash, and its row position in the snapshot with the
 /// key's state in this run in the top bits.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    hash: u64,
-    pos_state: u64,
+pub(super) struct Entry {
+    pub(super) hash: u64,
+    pub(super) pos_state: u64,
 }
 
 const STATE_SHIFT: u32 = 61;
@@ -110,13 +111,6 @@ impl Entry {
     fn set_state(&mut self, state: u64) {
         self.pos_state = self.pos() | (state << STATE_SHIFT);
     }
-}
-
-/// Bytes of memory the index of `keys` keys takes: the map's buckets (a power of two at most
-/// 7/8 full) of an entry and a control byte each.
-fn map_bytes(keys: u64, entry: usize) -> u64 {
-    let buckets = (keys.max(8) * 8 / 7).next_power_of_two();
-    buckets * (entry as u64 + 1)
 }
 
 /// Bytes per key of the new-key map while it grows (the old and the doubled table at once).
@@ -151,7 +145,7 @@ pub(super) async fn plan(
         return Ok(None);
     }
     let budget = options.memory_limit.map(|limit| limit as u64 / 2);
-    let index = map_bytes(base.rows, std::mem::size_of::<(KeyId, Entry)>());
+    let index = IdTable::bytes(base.rows);
     if budget.is_some_and(|b| index >= b) {
         return Ok(None);
     }
@@ -279,7 +273,7 @@ const OLD_POS: &str = "_ebb_old_pos";
 
 /// The index of a snapshot's keys (step 1).
 pub(super) struct Index {
-    map: IdMap<Entry>,
+    map: IdTable,
     plan: Plan,
 }
 
@@ -291,19 +285,26 @@ pub(super) async fn build(
 ) -> Result<Option<Index>, EngineError> {
     let started = Instant::now();
     let rows: u64 = plan.files.iter().map(|f| f.rows).sum();
-    let mut map: IdMap<Entry> =
-        HashMap::with_capacity_and_hasher(rows as usize, Default::default());
     // Files are decoded and their keys hashed on other tasks, two at a time, while this one
-    // fills the map (in file order: positions count rows in it).
+    // fills the table (in file order: positions count rows in it). The table's memory is
+    // set up on a thread of its own meanwhile.
+    let table = tokio::task::spawn_blocking(move || IdTable::prefaulted(rows));
     let mut pending = std::collections::VecDeque::new();
     let mut files = plan.files.iter();
-    let mut pos = 0u64;
-    loop {
+    let mut start_readers = |pending: &mut std::collections::VecDeque<_>| {
         while pending.len() < 2
             && let Some(file) = files.next()
         {
             pending.push_back(spawn_key_reader(snapshots.object_store(), file));
         }
+    };
+    start_readers(&mut pending);
+    let mut map = table
+        .await
+        .map_err(|e| EngineError::Diff(format!("allocating the snapshot index: {e}")))??;
+    let mut pos = 0u64;
+    loop {
+        start_readers(&mut pending);
         let Some(mut chunks) = pending.pop_front() else {
             break;
         };
@@ -311,15 +312,14 @@ pub(super) async fn build(
             let Some((ids, hashes)) = chunk? else {
                 return Ok(None); // a NULL key
             };
-            for (id, hash) in ids.into_iter().zip(hashes.iter()) {
-                let entry = Entry {
-                    hash: *hash,
-                    pos_state: pos,
-                };
-                pos += 1;
-                if map.insert(id, entry).is_some() {
-                    return Ok(None);
-                }
+            let first = pos;
+            pos += ids.len() as u64;
+            let entries = hashes.iter().zip(first..).map(|(hash, pos)| Entry {
+                hash: *hash,
+                pos_state: pos,
+            });
+            if !map.insert_all(&ids, entries) {
+                return Ok(None); // a key twice
             }
         }
     }
@@ -346,7 +346,8 @@ fn spawn_key_reader(
     store: &Arc<dyn ObjectStore>,
     file: &SnapshotFile,
 ) -> tokio::sync::mpsc::Receiver<KeyChunk> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // Up to ~6 MB of keys may wait while the table is set up.
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
     let reader = StoreReader::new(Arc::clone(store), &file.meta);
     let meta = file.meta.clone();
     let reader_meta = file.reader_meta.clone();
@@ -455,15 +456,17 @@ pub(super) async fn diff(
         report.rows_read += batch.num_rows() as u64;
         let mut take = Vec::new();
         let mut old_pos = Vec::new();
-        for (row, (id, hash)) in ids.iter().zip(hashes.values()).enumerate() {
-            let Some(id) = *id else {
+        let hash_of = hashes.values();
+        index.probe_all(&ids, |row, entry| {
+            let hash = hash_of[row];
+            let Some(id) = ids[row] else {
                 report.bad_keys.null_key_rows += 1;
-                continue;
+                return;
             };
             staged_rows += 1;
-            if let Some(entry) = index.get_mut(&id) {
+            if let Some(entry) = entry {
                 match entry.state() {
-                    UNSEEN if entry.hash == *hash => entry.set_state(SAME),
+                    UNSEEN if entry.hash == hash => entry.set_state(SAME),
                     UNSEEN => {
                         entry.set_state(CHANGED);
                         take.push(row as u32);
@@ -491,7 +494,7 @@ pub(super) async fn diff(
                 take.push(row as u32);
                 old_pos.push(None);
             }
-        }
+        });
         if take.is_empty() {
             continue;
         }
@@ -604,7 +607,7 @@ pub(super) async fn diff(
 
     // 3b. The delivered rows to read again: deletes and updates, in snapshot order.
     let mut wanted: Vec<u64> = index
-        .values()
+        .entries()
         .filter_map(|e| match e.state() {
             UNSEEN => Some(e.pos()),
             CHANGED => Some(e.pos() | 1 << 63),
