@@ -1278,13 +1278,14 @@ async fn the_index_the_join_and_the_overflow_agree() {
     let store = SnapshotStore::local(template.path()).unwrap();
     run_with(&store, &first, DiffOptions::default(), true).await;
 
-    // The index of 800,000 keys takes about 34.6 MB and may take half the limit: 64 MiB is
-    // too small (the join); 72 MiB fits it and leaves room for about 55,000 new keys.
+    // The index of 800,000 keys takes 38.4 MB (48 bytes a key) and may take half the limit:
+    // 64 MiB is too small (the join); 80 MiB fits it and leaves room for about 62,000 of the
+    // 120,000 new keys.
     let mut results = Vec::new();
     for (limit, by_index_expected) in [
         (None, true),
         (Some(64 << 20), false),
-        (Some(72 << 20), true),
+        (Some(80 << 20), true),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(template.path(), tmp.path());

@@ -474,7 +474,9 @@ pub fn row_hashes(columns: &[&dyn Array], rows: usize) -> Result<UInt64Array, Ar
     }
     // Every byte is written below, so a buffer left from the last batch on this thread
     // serves as it is (a fresh one would be zeroed first: a megabyte a batch).
-    thread_local!(static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let hashes: Vec<u64> = BUF.with_borrow_mut(|buf| {
         if buf.len() < total {
             buf.resize(total, 0);
@@ -762,6 +764,83 @@ mod tests {
             (keys.value(0), keys.is_null(1), keys.value(2)),
             ("-5", true, "100")
         );
+    }
+
+    #[test]
+    fn column_wise_hashes_match_over_random_batches() {
+        use arrow::array::{BooleanArray, Date32Array, Float32Array, UInt32Array};
+        let mut rng = fastrand::Rng::with_seed(7);
+        // Batches of different sizes one after another on this thread: the encoding buffer
+        // left by a large batch must not leak into a smaller one.
+        for rows in [3000usize, 17, 1, 900, 0, 2500] {
+            let null = |rng: &mut fastrand::Rng| rng.u8(..) < 40;
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| rng.bool()))
+                        .collect::<BooleanArray>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| rng.i64(..)))
+                        .collect::<Int64Array>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| rng.u32(..)))
+                        .collect::<UInt32Array>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| {
+                            (!null(&mut rng)).then(|| match rng.u8(..4) {
+                                0 => f64::NAN,
+                                1 => -0.0,
+                                _ => rng.f64() * 1e9 - 5e8,
+                            })
+                        })
+                        .collect::<Float64Array>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| rng.f32()))
+                        .collect::<Float32Array>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| i128::from(rng.i64(..)) * 1000))
+                        .collect::<Decimal128Array>()
+                        .with_precision_and_scale(38, 3)
+                        .unwrap(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| {
+                            (!null(&mut rng)).then(|| {
+                                let len = rng.usize(..40);
+                                (0..len).map(|_| rng.char(..)).collect::<String>()
+                            })
+                        })
+                        .collect::<StringArray>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| rng.i32(..)))
+                        .collect::<Date32Array>(),
+                ),
+                Arc::new(
+                    (0..rows)
+                        .map(|_| (!null(&mut rng)).then(|| rng.i64(-(1 << 50)..1 << 50)))
+                        .collect::<TimestampMicrosecondArray>(),
+                ),
+            ];
+            let refs: Vec<&dyn Array> = columns.iter().map(|c| c.as_ref()).collect();
+            assert_eq!(
+                row_hashes(&refs, rows).unwrap(),
+                row_hashes_by_value(&refs, rows).unwrap(),
+                "{rows} rows"
+            );
+        }
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! about once, instead of staging every new row and joining twice:
 //!
 //! 1. **Index** the snapshot: only its `_ebb_key` and `_ebb_hash` columns are read, into a
-//!    hash map from the key's identity to (delivered row hash, row position, state). The
-//!    identity is the 128-bit `xxh3_128` of the key text, not the text itself, so an entry
-//!    takes 32 bytes whatever the key's length. Two different keys share an identity with
-//!    odds of about n²/2¹²⁹ (10⁹ keys: 1 in 10²¹); the two keys would then be taken for one.
+//!    table ([`super::table`]) from the key's identity to (delivered row hash, row position,
+//!    state). The identity is the 128-bit `xxh3_128` of the key text, not the text itself,
+//!    so an entry takes 32 bytes whatever the key's length. Two different keys share an
+//!    identity with odds of about n²/2¹²⁹ (10⁹ keys: 1 in 10²¹); the two keys would then be
+//!    taken for one.
 //! 2. **Probe** with the model's rows as they stream in (key and hash as [`super::canonical`]
 //!    computes them): a key not in the index is a candidate insert, a different hash a
 //!    candidate update, the same hash unchanged. Only candidates are kept, in a staging
@@ -20,7 +21,7 @@
 //! 4. **Emit** through [`super::ChangeWriter`], as the join path does: same ops, sequence
 //!    numbers and `_ebb_changed`, so [`super::PendingDiff::commit`] works unchanged.
 //!
-//! The map is filled and probed by one task; Parquet decoding, key and row hashing run on
+//! The table is filled and probed by one task; Parquet decoding, key and row hashing run on
 //! other tasks (two files or two batches at a time), so both cores of a small machine work.
 //!
 //! The join path ([`super::diff`]'s own) stays for a first run, a full resync, a snapshot
@@ -319,7 +320,7 @@ pub(super) async fn build(
                 pos_state: pos,
             });
             if !map.insert_all(&ids, entries) {
-                return Ok(None); // a key twice
+                return Ok(None); // a key twice, or more rows than the files declare
             }
         }
     }
