@@ -1142,7 +1142,7 @@ async fn a_tight_memory_limit_takes_the_spilling_path() {
         .collect();
     second.extend((n..n + 1000).map(|i| row(i, "new", 0.0)));
     second.push(row(5, "dup", 5.0));
-    let pending = diff(stream(&second, 0), spec(), &store, options)
+    let pending = diff(stream(&second, 0), spec(), &store, options.clone())
         .await
         .unwrap();
     let r = pending.report().clone();
@@ -1159,6 +1159,15 @@ async fn a_tight_memory_limit_takes_the_spilling_path() {
             .sum::<usize>(),
         11000
     );
+    // The commit, under the same limit: the old snapshot streams past the accepted changes.
+    let manifest = pending.commit(&store, &HashSet::new()).await.unwrap();
+    assert_eq!(manifest.rows, n as u64 - 2000 + 1000);
+    // Diffing the same rows again sends nothing.
+    let pending = diff(stream(&second, 0), spec(), &store, options)
+        .await
+        .unwrap();
+    let r = pending.report();
+    assert_eq!((r.inserts, r.updates, r.deletes), (0, 0, 0));
 }
 
 /// One diff with `options`, read in full and committed if `commit`: the changes, the report, and
@@ -1295,14 +1304,17 @@ async fn the_index_the_join_and_the_overflow_agree() {
             staging_dir: Some(tmp.path().join("staging")),
             ..DiffOptions::default()
         };
-        // (Not committed: the commit's own join needs more than these limits.)
-        let (changes, report, by_index) = run_with(&store, &second, options, false).await;
+        let (changes, report, by_index) = run_with(&store, &second, options.clone(), true).await;
         assert_eq!(by_index, by_index_expected, "limit {limit:?}");
         assert!(
             changes == expected,
             "limit {limit:?}: changes differ from the reference"
         );
         assert_eq!(report.bad_keys.duplicate_keys, exp_dups);
+        // Committed under the same limit: the same rows are now delivered, so the same
+        // model rows diffed again send nothing.
+        let (again, _, _) = run_with(&store, &second, options, false).await;
+        assert!(again.is_empty(), "limit {limit:?}: {} changes", again.len());
         results.push(report);
     }
     assert_eq!(results[0], results[1]);

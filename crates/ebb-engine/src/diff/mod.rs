@@ -1103,9 +1103,23 @@ impl DataFusionDiff {
         self.ctx
             .register_table("rejected", Arc::new(rejected_table))
             .map_err(df_err)?;
+        // The hash joins below hold their left side in memory: the rejected keys here, the
+        // accepted changes next (never the snapshot). When the changes themselves may not
+        // fit (a first run, a full resync), a sort-merge join spills instead.
         self.ctx
             .sql(&format!(
-                "create view accepted as select c.* from changes c left anti join rejected r on c.{k} = r.{k}"
+                "create view accepted as select c.* from rejected r right anti join changes c on r.{k} = c.{k}"
+            ))
+            .await
+            .map_err(df_err)?;
+        let changes_bytes = std::fs::metadata(self.changes_path()).map_or(u64::MAX, |m| m.len());
+        let prefer_hash_join = self
+            .options
+            .memory_limit
+            .is_none_or(|limit| changes_bytes < limit as u64 / 4);
+        self.ctx
+            .sql(&format!(
+                "set datafusion.optimizer.prefer_hash_join = {prefer_hash_join}"
             ))
             .await
             .map_err(df_err)?;
@@ -1115,18 +1129,22 @@ impl DataFusionDiff {
         } else {
             format!(", {}", cols.join(", "))
         };
+        let accepted_rows = format!(
+            "select {k}, {h}{cols} from accepted where {op} <> {delete}",
+            op = quote(change::OP),
+            delete = Op::Delete.code()
+        );
         let new_rows = if self.base.is_none() && self.options.skip_initial_backfill {
             format!(
                 "select {k}, {h}{cols} from {}",
                 self.clean("new", &format!("{k}, {h}{cols}"))
             )
+        } else if self.base.is_none() {
+            accepted_rows
         } else {
             format!(
-                "select o.{k}, o.{h}{cols} from old o left anti join accepted a on o.{k} = a.{k} \
-                 union all \
-                 select {k}, {h}{cols} from accepted where {op} <> {delete}",
-                op = quote(change::OP),
-                delete = Op::Delete.code()
+                "select o.{k}, o.{h}{cols} from accepted a right anti join old o on a.{k} = o.{k} \
+                 union all {accepted_rows}"
             )
         };
         let version = self.base.as_ref().map_or(1, |m| m.version + 1);
