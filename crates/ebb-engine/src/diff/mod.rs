@@ -902,6 +902,22 @@ impl DataFusionDiff {
 
     /// Steps 3 and 4: find the changed keys on (key, hash) pairs, fetch their values, and
     /// write them to staging as ChangeBatches.
+    /// Lets the next queries' joins hold `build_bytes` in memory (a hash join) when that is
+    /// under `1/share` of the memory limit; otherwise they sort-merge, spilling.
+    async fn prefer_hash_join(&self, build_bytes: u64, share: u64) -> Result<(), EngineError> {
+        let prefer = self
+            .options
+            .memory_limit
+            .is_none_or(|limit| build_bytes < limit as u64 / share);
+        self.ctx
+            .sql(&format!(
+                "set datafusion.optimizer.prefer_hash_join = {prefer}"
+            ))
+            .await
+            .map_err(df_err)?;
+        Ok(())
+    }
+
     async fn write_changes(&mut self, clean_rows: u64) -> Result<(), EngineError> {
         let k = quote(change::KEY);
         let h = quote(HASH);
@@ -918,16 +934,7 @@ impl DataFusionDiff {
         let old_rows = self.base.as_ref().map_or(0, |m| m.rows);
         let avg_key = self.key_bytes / self.staged_rows.max(1);
         let build_bytes = old_rows.max(self.staged_rows) * (avg_key + HASH_JOIN_BYTES_PER_ROW);
-        let prefer_hash_join = self
-            .options
-            .memory_limit
-            .is_none_or(|limit| build_bytes < limit as u64 / 2);
-        self.ctx
-            .sql(&format!(
-                "set datafusion.optimizer.prefer_hash_join = {prefer_hash_join}"
-            ))
-            .await
-            .map_err(df_err)?;
+        self.prefer_hash_join(build_bytes, 2).await?;
         let pairs = format!("{k}, {h}");
         let changed = if skip_all {
             Vec::new()
@@ -946,10 +953,6 @@ impl DataFusionDiff {
             )
             .await?
         };
-        self.ctx
-            .sql("set datafusion.optimizer.prefer_hash_join = true")
-            .await
-            .map_err(df_err)?;
         // The changed keys are few (or, on a full resync, all): DataFusion gets them as an
         // in-memory table it can build a hash join from, and streams the tables past it.
         let changed_schema = Arc::new(Schema::new(vec![
@@ -980,16 +983,7 @@ impl DataFusionDiff {
             .map_err(df_err)?;
         // Many changes (a first run, a full resync) may not fit as a build side either.
         let changed_bytes = changed_rows as u64 * (avg_key + HASH_JOIN_BYTES_PER_ROW);
-        if self
-            .options
-            .memory_limit
-            .is_some_and(|limit| changed_bytes >= limit as u64 / 4)
-        {
-            self.ctx
-                .sql("set datafusion.optimizer.prefer_hash_join = false")
-                .await
-                .map_err(df_err)?;
-        }
+        self.prefer_hash_join(changed_bytes, 4).await?;
         let config = format!(
             "set datafusion.optimizer.hash_join_single_partition_threshold_rows = {}",
             changed_rows.max(1024 * 128)
@@ -1113,16 +1107,7 @@ impl DataFusionDiff {
             .await
             .map_err(df_err)?;
         let changes_bytes = std::fs::metadata(self.changes_path()).map_or(u64::MAX, |m| m.len());
-        let prefer_hash_join = self
-            .options
-            .memory_limit
-            .is_none_or(|limit| changes_bytes < limit as u64 / 4);
-        self.ctx
-            .sql(&format!(
-                "set datafusion.optimizer.prefer_hash_join = {prefer_hash_join}"
-            ))
-            .await
-            .map_err(df_err)?;
+        self.prefer_hash_join(changes_bytes, 4).await?;
         let cols: Vec<String> = self.columns.iter().map(|c| quote(c)).collect();
         let cols = if cols.is_empty() {
             String::new()
