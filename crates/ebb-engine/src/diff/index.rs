@@ -388,16 +388,78 @@ fn spawn_key_reader(
     rx
 }
 
+/// The model's rows, decoded and hashed on other tasks as they arrive, waiting for the
+/// probe. Started before the snapshot is indexed, so the two overlap.
+pub(super) struct HashedRows {
+    rx: tokio::sync::mpsc::Receiver<Result<Hashed, EngineError>>,
+    schema: SchemaRef,
+}
+
+/// How many hashed batches may wait for the probe (about a megabyte each at 8,192 rows).
+const HASHED_AHEAD: usize = 128;
+
+/// Starts decoding and hashing `input` (keys from `key_indices`, row hashes over
+/// `column_indices`), two batches at a time; their order does not matter.
+pub(super) fn start_hashing(
+    input: SendableRecordBatchStream,
+    key_indices: &[usize],
+    column_indices: &[usize],
+) -> HashedRows {
+    let schema = input.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel(HASHED_AHEAD);
+    let key_indices: Arc<[usize]> = key_indices.into();
+    let column_indices: Arc<[usize]> = column_indices.into();
+    tokio::spawn(async move {
+        let mut hashed = input
+            .map(|batch| {
+                let key_indices = Arc::clone(&key_indices);
+                let column_indices = Arc::clone(&column_indices);
+                tokio::spawn(async move {
+                    let batch = batch.map_err(df_err)?;
+                    hash_batch(batch, &key_indices, &column_indices)
+                })
+            })
+            .buffer_unordered(2);
+        while let Some(hashed) = hashed.next().await {
+            let hashed = hashed
+                .map_err(|e| EngineError::Diff(format!("hashing rows: {e}")))
+                .and_then(|h| h);
+            let failed = hashed.is_err();
+            if tx.send(hashed).await.is_err() || failed {
+                return; // the diff stopped, or this is its last answer
+            }
+        }
+    });
+    HashedRows { rx, schema }
+}
+
+impl HashedRows {
+    /// The model's batches again (those already hashed first), for the join path when the
+    /// index could not be built.
+    pub(super) fn into_stream(self) -> SendableRecordBatchStream {
+        let batches = futures::stream::unfold(self.rx, |mut rx| async move {
+            let next = rx
+                .recv()
+                .await?
+                .map(|h| h.batch)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+            Some((next, rx))
+        });
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(self.schema, batches),
+        )
+    }
+}
+
 /// Runs the diff by index (see the module doc). `new_schema` is a staged row's (key, hash,
-/// mapped columns in canonical order), `key_indices` and `column_indices` pick them from
-/// `input`'s batches.
+/// mapped columns in canonical order), `column_indices` pick the mapped columns from the
+/// model's batches in `rows`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn diff(
     index: Index,
-    input: SendableRecordBatchStream,
+    mut rows: HashedRows,
     spec: DiffSpec,
     columns: Vec<String>,
-    key_indices: Vec<usize>,
     column_indices: Vec<usize>,
     new_schema: SchemaRef,
     base: Manifest,
@@ -433,27 +495,14 @@ pub(super) async fn diff(
     let mut fresh_overflow = false;
     let mut dups = Duplicates::default();
     let mut staged_rows = 0u64;
-    // Keys and row hashes are computed on other tasks, two batches at a time (their order
-    // does not matter); this task probes.
-    let key_indices = Arc::new(key_indices);
-    let column_indices = Arc::new(column_indices);
-    let mut hashed = input
-        .map(|batch| {
-            let key_indices = Arc::clone(&key_indices);
-            let column_indices = Arc::clone(&column_indices);
-            tokio::spawn(async move {
-                let batch = batch.map_err(df_err)?;
-                hash_batch(batch, &key_indices, &column_indices)
-            })
-        })
-        .buffer_unordered(2);
-    while let Some(hashed) = hashed.next().await {
+    // Keys and row hashes are computed on other tasks ([`start_hashing`]); this task probes.
+    while let Some(hashed) = rows.rx.recv().await {
         let Hashed {
             batch,
             keys,
             ids,
             hashes,
-        } = hashed.map_err(|e| EngineError::Diff(format!("hashing rows: {e}")))??;
+        } = hashed?;
         report.rows_read += batch.num_rows() as u64;
         let mut take = Vec::new();
         let mut old_pos = Vec::new();

@@ -405,31 +405,38 @@ pub async fn diff(
     let base = snapshots.current(&spec.sync).await?;
     report.base_version = base.as_ref().map(|m| m.version);
 
-    // The fast path, when the snapshot's index fits the memory budget.
+    // The fast path, when the snapshot's index fits the memory budget. The model's rows
+    // start decoding and hashing while the index is built.
     if let Some(plan) =
         index::plan(snapshots, base.as_ref(), &new_schema, &columns, &options).await?
-        && let Some(built) = index::build(plan, snapshots).await?
         && let Some(base) = base.clone()
     {
-        let pending = index::diff(
-            built,
-            input,
-            spec,
-            columns,
-            key_indices,
-            column_indices,
-            new_schema,
-            base,
-            snapshots,
-            staging,
-            ctx,
-            options,
-            report,
-        )
-        .await?;
-        return Ok(PendingDiff {
-            inner: Inner::DataFusion(Box::new(pending)),
-        });
+        let rows = index::start_hashing(input, &key_indices, &column_indices);
+        match index::build(plan, snapshots).await? {
+            Some(built) => {
+                let pending = index::diff(
+                    built,
+                    rows,
+                    spec,
+                    columns,
+                    column_indices,
+                    new_schema,
+                    base,
+                    snapshots,
+                    staging,
+                    ctx,
+                    options,
+                    report,
+                )
+                .await?;
+                return Ok(PendingDiff {
+                    inner: Inner::DataFusion(Box::new(pending)),
+                });
+            }
+            // A snapshot the index cannot hold (a key twice): the join path reads the rows,
+            // those already hashed first.
+            None => input = rows.into_stream(),
+        }
     }
 
     let new_path = staging.path().join("new.parquet");
