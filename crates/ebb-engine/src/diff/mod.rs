@@ -907,8 +907,6 @@ impl DataFusionDiff {
         }
     }
 
-    /// Steps 3 and 4: find the changed keys on (key, hash) pairs, fetch their values, and
-    /// write them to staging as ChangeBatches.
     /// Lets the next queries' joins hold `build_bytes` in memory (a hash join) when that is
     /// under `1/share` of the memory limit; otherwise they sort-merge, spilling.
     async fn prefer_hash_join(&self, build_bytes: u64, share: u64) -> Result<(), EngineError> {
@@ -925,6 +923,8 @@ impl DataFusionDiff {
         Ok(())
     }
 
+    /// Steps 3 and 4: find the changed keys on (key, hash) pairs, fetch their values, and
+    /// write them to staging as ChangeBatches.
     async fn write_changes(&mut self, clean_rows: u64) -> Result<(), EngineError> {
         let k = quote(change::KEY);
         let h = quote(HASH);
