@@ -347,18 +347,47 @@ fn spawn_key_reader(
     store: &Arc<dyn ObjectStore>,
     file: &SnapshotFile,
 ) -> tokio::sync::mpsc::Receiver<KeyChunk> {
-    // Up to ~6 MB of keys may wait while the table is set up.
+    let to_chunk = |batch: RecordBatch| {
+        let keys = batch.column(0).as_string::<i32>();
+        if keys.null_count() > 0 {
+            return None;
+        }
+        let ids = (0..keys.len()).map(|i| KeyId::of(keys.value(i))).collect();
+        let hashes = batch
+            .column(1)
+            .as_primitive::<UInt64Type>()
+            .values()
+            .clone();
+        Some((ids, hashes))
+    };
+    spawn_snapshot_reader(store, file, vec![0, 1], None, to_chunk, Option::is_none)
+}
+
+/// Reads `columns` of `file` (only the rows `selection` picks, if any) on a task of its
+/// own, handing on each batch through `map`; stops after an error or after an answer that
+/// `last` says ends it. Up to 32 answers (a few MB) may wait for the consumer, so the next
+/// file decodes meanwhile.
+fn spawn_snapshot_reader<T: Send + 'static>(
+    store: &Arc<dyn ObjectStore>,
+    file: &SnapshotFile,
+    columns: Vec<usize>,
+    selection: Option<RowSelection>,
+    map: impl Fn(RecordBatch) -> T + Send + 'static,
+    last: fn(&T) -> bool,
+) -> tokio::sync::mpsc::Receiver<Result<T, EngineError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(32);
     let reader = StoreReader::new(Arc::clone(store), &file.meta);
     let meta = file.meta.clone();
     let reader_meta = file.reader_meta.clone();
     tokio::spawn(async move {
-        let projection = ProjectionMask::roots(reader_meta.parquet_schema(), [0, 1]);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_meta)
+        let projection = ProjectionMask::roots(reader_meta.parquet_schema(), columns);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_meta)
             .with_projection(projection)
-            .with_batch_size(8192)
-            .build();
-        let mut stream = match stream {
+            .with_batch_size(8192);
+        if let Some(selection) = selection {
+            builder = builder.with_row_selection(selection);
+        }
+        let mut stream = match builder.build() {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Err(snapshot_err(&meta, e))).await;
@@ -366,21 +395,9 @@ fn spawn_key_reader(
             }
         };
         while let Some(batch) = stream.next().await {
-            let chunk = batch.map_err(|e| snapshot_err(&meta, e)).map(|batch| {
-                let keys = batch.column(0).as_string::<i32>();
-                if keys.null_count() > 0 {
-                    return None;
-                }
-                let ids = (0..keys.len()).map(|i| KeyId::of(keys.value(i))).collect();
-                let hashes = batch
-                    .column(1)
-                    .as_primitive::<UInt64Type>()
-                    .values()
-                    .clone();
-                Some((ids, hashes))
-            });
-            let stop = !matches!(chunk, Ok(Some(_)));
-            if tx.send(chunk).await.is_err() || stop {
+            let answer = batch.map_err(|e| snapshot_err(&meta, e)).map(&map);
+            let stop = answer.as_ref().map_or(true, last);
+            if tx.send(answer).await.is_err() || stop {
                 return; // the diff stopped, or this is its last answer
             }
         }
@@ -843,37 +860,14 @@ fn spawn_selected_reader(
     if end > at {
         selectors.push(RowSelector::skip((end - at) as usize));
     }
-    // A few MB of batches may wait for the consumer, so the next file decodes meanwhile.
-    let (tx, rx) = tokio::sync::mpsc::channel(32);
-    let reader = StoreReader::new(Arc::clone(store), &file.meta);
-    let meta = file.meta.clone();
-    let reader_meta = file.reader_meta.clone();
-    tokio::spawn(async move {
-        let projection = ProjectionMask::roots(
-            reader_meta.parquet_schema(),
-            std::iter::once(0).chain(2..2 + n_cols),
-        );
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_meta)
-            .with_projection(projection)
-            .with_row_selection(RowSelection::from(selectors))
-            .with_batch_size(8192)
-            .build();
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(Err(snapshot_err(&meta, e))).await;
-                return;
-            }
-        };
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| snapshot_err(&meta, e));
-            let failed = batch.is_err();
-            if tx.send(batch).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
+    spawn_snapshot_reader(
+        store,
+        file,
+        std::iter::once(0).chain(2..2 + n_cols).collect(),
+        Some(RowSelection::from(selectors)),
+        |batch| batch,
+        |_| false,
+    )
 }
 
 /// A batch of the model's rows with each row's key, key identity (`None`: a NULL key part)
