@@ -1,5 +1,6 @@
 //! When things go wrong: an invalidated slot, an interrupted initial copy, a slot that lags.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ebb_cdc::CdcError;
@@ -209,12 +210,19 @@ async fn slot_lag_is_measured_and_warned_about() {
         .wait_for(|s| s.phase == "streaming" && s.lag_bytes.is_some())
         .await
         .unwrap();
-    // WAL the pipeline is not told about quickly: lag grows past the threshold.
+    // WAL the pipeline is not told about quickly: lag grows past the threshold. The
+    // writes go on until the warning is seen (at most ~60 s), so a fast machine whose slot
+    // keeps up with a fixed amount of WAL cannot end them before a measurement lands.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let db = db.clone();
+        let stop = Arc::clone(&stop);
         tokio::spawn(async move {
             let client = db.connect().await;
-            for _ in 0..200 {
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 client
                     .batch_execute("INSERT INTO other (pad) SELECT repeat('x', 500) FROM generate_series(1, 500)")
                     .await
@@ -231,6 +239,7 @@ async fn slot_lag_is_measured_and_warned_about() {
     .unwrap()
     .clone();
     assert!(seen.lag_bytes.unwrap() > 64 * 1024);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
     // Once the writes stop, keepalives let the slot catch up and the warning clears.
     tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| !s.lag_warning))
